@@ -1,0 +1,110 @@
+"""The sampling loop: validation, noise streams, dtype handling, progress and callbacks.
+
+A solver (`fastdiff.solvers`) only knows how to take one step; everything around the steps
+lives here, once, for every solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from fastdiff.backends import BACKENDS
+from fastdiff.noise import CounterNoise, SamplerNoise, sample_seeds
+from fastdiff.progress import progress_range
+from fastdiff.solvers import StepContext, make_solver
+from fastdiff.validation import check_sample, check_sigmas
+
+Denoiser = Callable[..., torch.Tensor]
+
+
+class DenoiserCall:
+    """D(x, sigma) for the solvers: casts the state to the model's dtype, passes sigma as a
+    `[B]` tensor (k-diffusion's `sigma * s_in`) plus `extra_args`, casts the output back, and
+    counts evaluations."""
+
+    def __init__(self, denoiser: Denoiser, model_dtype: torch.dtype, extra_args: dict | None):
+        if not callable(denoiser):
+            raise TypeError(f"denoiser must be callable as denoiser(x, sigma), got {type(denoiser).__name__}")
+        if extra_args is not None and not isinstance(extra_args, dict):
+            raise TypeError(f"extra_args must be a dict of keyword arguments for the model, got {type(extra_args).__name__}")
+        self.denoiser = denoiser
+        self.model_dtype = model_dtype
+        self.extra_args = extra_args or {}
+        self.nfe = 0
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        sigma_dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        sigma_batch = torch.full((x.shape[0],), sigma, dtype=sigma_dtype, device=x.device)
+        out = self.denoiser(x.to(self.model_dtype), sigma_batch, **self.extra_args)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"denoiser must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        self.nfe += 1
+        return out.to(x.dtype)
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Solver arithmetic is float64 for float64 samples, float32 otherwise (fp16/bf16 included)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def sample(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor | Sequence[float],
+    solver: str = "srk",
+    *,
+    seed: int | Sequence[int] | None = None,
+    noise_sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    backend: str = "auto",
+    callback: Callable[[dict], None] | None = None,
+    progress: bool | None = False,
+    extra_args: dict | None = None,
+    **solver_options,
+) -> torch.Tensor:
+    """Solve from noise `x` at `sigmas[0]` down the grid `sigmas` with step rule `solver`.
+
+    `x` is `[B, ...]` already scaled to `sigmas[0]` (e.g. `randn * sigmas[0]`); `denoiser(x, sigma)`
+    returns D(x, sigma) ~ E[x0 | x] with sigma a `[B]` tensor. Stochastic solvers draw from the
+    counter stream keyed by `seed` (int: per-sample seeds derived from it; list: one per sample;
+    None: drawn from torch's global generator) unless `noise_sampler(sigma, sigma_next)` is given.
+    `callback` gets k-diffusion's dict {'x', 'i', 'sigma', 'sigma_hat', 'denoised'} once per step.
+    Returns the sample in `x`'s dtype.
+    """
+    check_sample(x)
+    grid = check_sigmas(sigmas, x.device)
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable with a dict, got {type(callback).__name__}")
+    rule = make_solver(solver, **solver_options)
+    work_dtype = state_dtype(x.dtype)
+    noise = None
+    if noise_sampler is not None:
+        noise = SamplerNoise(noise_sampler)
+    elif rule.stochastic:
+        noise = CounterNoise(sample_seeds(seed, x.shape[0]), x.device, backend=backend)
+    elif seed is not None:
+        sample_seeds(seed, x.shape[0])  # validate even when unused, so a bad seed list never passes silently
+    ctx = StepContext(
+        evaluate=DenoiserCall(denoiser, x.dtype, extra_args),
+        sigmas=grid.detach().to("cpu", torch.float64).tolist(),
+        sigmas_tensor=grid.to(work_dtype),
+        noise=noise,
+        backend=backend,
+    )
+    state = x.to(work_dtype)
+    for i in progress_range(len(ctx.sigmas) - 1, progress, desc=f"fastdiff {solver}"):
+        out = rule.step(ctx, i, state)
+        if callback is not None:
+            callback({
+                "x": out.x_eval,
+                "i": i,
+                "sigma": ctx.sigmas_tensor[i],
+                "sigma_hat": ctx.sigmas_tensor.new_tensor(out.sigma_hat),
+                "denoised": out.denoised,
+            })
+        state = out.x_next
+    return state.to(x.dtype)

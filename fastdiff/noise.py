@@ -1,0 +1,110 @@
+"""Where stochastic solvers get their Gaussians.
+
+`CounterNoise` is the default: the Gaussian for (sample seed, element, step, stage, stream) is a
+fixed function, Philox4x32-10 keyed by the sample's 64-bit seed with counter
+(element // 4, step, stage, stream), followed by Box-Muller (ALGORITHMS.md section 4). The same
+seed therefore gives the same noise on every backend, and a sample's noise never depends on the
+batch around it. `SamplerNoise` wraps a user's k-diffusion style `noise_sampler(sigma, sigma_next)`,
+which then wins over the counter stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from fastdiff.ops.philox import philox_normal
+
+STREAM_SOLVER = 0
+STREAM_PROBE = 1
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+
+
+def splitmix64(state: int) -> int:
+    """One SplitMix64 output for a 64-bit state (Steele et al. 2014)."""
+    z = state & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def sample_seeds(seed: int | Sequence[int] | torch.Tensor | None, batch: int) -> list[int]:
+    """Per-sample 64-bit seeds.
+
+    - a list (or 1-D integer tensor) of `batch` ints: used as given, one per sample;
+    - an int `s`: sample b gets the b-th SplitMix64 output of `s`, so sample b is the same
+      whatever the batch size;
+    - None: `s` is drawn from torch's global generator (so `torch.manual_seed` reproduces it).
+    """
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    if isinstance(seed, torch.Tensor):
+        if seed.ndim == 0:
+            seed = int(seed)
+        else:
+            if seed.dtype.is_floating_point or seed.is_complex() or seed.ndim != 1:
+                raise TypeError(f"seed tensor must be a 1-D integer tensor, got dtype {seed.dtype}, shape {tuple(seed.shape)}")
+            seed = seed.tolist()
+    if isinstance(seed, bool):
+        raise TypeError("seed must be an int, a list of ints or None, got a bool")
+    if isinstance(seed, int):
+        return [splitmix64(seed + (b + 1) * _GOLDEN_GAMMA) for b in range(batch)]
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != batch:
+            raise ValueError(f"seed list must have one seed per sample: got {len(seed)} seeds for batch size {batch}")
+        for s in seed:
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise TypeError(f"seed list entries must be ints, got {type(s).__name__}")
+            if not -(1 << 63) <= s < (1 << 64):
+                raise ValueError(f"seed list entries must fit in 64 bits, got {s}")
+        return [s & _MASK64 for s in seed]
+    raise TypeError(f"seed must be an int, a list of ints or None, got {type(seed).__name__}")
+
+
+def seeds_to_keys(seeds: Sequence[int], device: torch.device) -> torch.Tensor:
+    """64-bit unsigned seeds as an int64 tensor (two's complement) on `device`."""
+    signed = [s - (1 << 64) if s >= (1 << 63) else s for s in seeds]
+    return torch.tensor(signed, dtype=torch.int64, device=device)
+
+
+class NoiseSource:
+    """Standard normal noise shaped like the sampler state."""
+
+    def draw(self, like: torch.Tensor, step: int, stage: int, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CounterNoise(NoiseSource):
+    """Counter-based Gaussians: stage `stage` of step `step` for every sample's seed."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device, backend: str = "auto", stream: int = STREAM_SOLVER):
+        self.seeds = list(seeds)
+        self.keys = seeds_to_keys(self.seeds, device)
+        self.backend = backend
+        self.stream = stream
+
+    def draw(self, like, step, stage, sigma=None, sigma_next=None):
+        if like.shape[0] != self.keys.shape[0]:
+            raise ValueError(f"noise for {like.shape[0]} samples requested from a stream of {self.keys.shape[0]} seeds")
+        per_sample = like[0].numel()
+        z = philox_normal(self.keys, per_sample, step, stage, self.stream, dtype=like.dtype, backend=self.backend)
+        return z.view(like.shape)
+
+
+class SamplerNoise(NoiseSource):
+    """A user's `noise_sampler(sigma, sigma_next) -> Tensor` (k-diffusion semantics)."""
+
+    def __init__(self, noise_sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        if not callable(noise_sampler):
+            raise TypeError(f"noise_sampler must be callable as noise_sampler(sigma, sigma_next), got {type(noise_sampler).__name__}")
+        self.noise_sampler = noise_sampler
+
+    def draw(self, like, step, stage, sigma, sigma_next):
+        z = self.noise_sampler(sigma, sigma_next)
+        if not isinstance(z, torch.Tensor) or z.shape != like.shape:
+            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"noise_sampler must return a tensor of shape {tuple(like.shape)}, got {got}")
+        return z.to(like.dtype)

@@ -1,0 +1,1 @@
+"""Fused primitives: public entry points, backend dispatch and torch.library registration."""

@@ -1,0 +1,33 @@
+"""Step rules by name. `SOLVERS[name]` is the solver class; `make_solver` validates options."""
+
+from __future__ import annotations
+
+import inspect
+
+from fastdiff.solvers.base import Solver, StepContext, StepOutput
+from fastdiff.solvers.euler import Euler
+
+SOLVERS: dict[str, type[Solver]] = {
+    cls.name: cls
+    for cls in (
+        Euler,
+    )
+}
+
+
+def make_solver(name: str, **options) -> Solver:
+    """A fresh step rule `name` with `options`; unknown names or options raise, naming them."""
+    if not isinstance(name, str):
+        raise TypeError(f"solver must be a solver name (str), got {type(name).__name__}")
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; available: {', '.join(sorted(SOLVERS))}")
+    cls = SOLVERS[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        allowed = [p for p in accepted if p != "self"]
+        raise TypeError(f"solver {name!r} got unknown option(s) {unknown}; it accepts {allowed}")
+    return cls(**options)
+
+
+__all__ = ["SOLVERS", "Solver", "StepContext", "StepOutput", "make_solver"]

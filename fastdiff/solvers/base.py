@@ -1,0 +1,71 @@
+"""What a solver is: a step rule turning (sigma, sigma_next, history) into host float64
+coefficients for `fastdiff.ops.solver_step`. The loop around it lives in `fastdiff.driver`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from fastdiff.noise import NoiseSource
+from fastdiff.ops.solver_step import NoiseDraw
+
+
+@dataclass
+class StepContext:
+    """Everything a step rule may use; built once per sampling run by the driver.
+
+    evaluate(x, sigma) -> D(x, sigma) in x's dtype (sigma a host float); `sigmas` is the grid as
+    host floats (float64), `sigmas_tensor` the same grid on the sample's device.
+    """
+
+    evaluate: Callable[[torch.Tensor, float], torch.Tensor]
+    sigmas: list[float]
+    sigmas_tensor: torch.Tensor
+    noise: NoiseSource | None
+    backend: str
+
+    def draw(self, i: int, stage: int = 0, sigma: float | None = None, sigma_next: float | None = None) -> NoiseDraw:
+        """Noise request for stage `stage` of step `i`.
+
+        A user noise_sampler is called with (sigma, sigma_next), by default the step's grid
+        points as device tensors (k-diffusion semantics); a solver that needs several Gaussians
+        per step passes sub-interval endpoints instead.
+        """
+        if self.noise is None:
+            raise RuntimeError("this solver draws noise but the driver built no noise source")
+        grid = self.sigmas_tensor
+        s = grid[i] if sigma is None else grid.new_tensor(sigma)
+        s_next = grid[i + 1] if sigma_next is None else grid.new_tensor(sigma_next)
+        return NoiseDraw(self.noise, i, stage, s, s_next)
+
+
+@dataclass
+class StepOutput:
+    """The new state, plus what k-diffusion's callback reports for the step's first evaluation."""
+
+    x_next: torch.Tensor
+    denoised: torch.Tensor
+    x_eval: torch.Tensor
+    sigma_hat: float
+
+
+class Solver:
+    """Base of the step rules. Subclasses set `name`, implement `step`, and keep any history
+    (previous denoised outputs) on the instance; the driver makes a fresh instance per run."""
+
+    name: ClassVar[str]
+    stochastic: bool = False
+
+    def step(self, ctx: StepContext, i: int, x: torch.Tensor) -> StepOutput:
+        raise NotImplementedError
+
+    @staticmethod
+    def check_option(name: str, value: float, low: float = 0.0, high: float = float("inf")) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        return float(value)

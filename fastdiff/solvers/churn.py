@@ -1,0 +1,35 @@
+"""EDM's stochastic churn (Karras et al. 2022, Alg. 2): raise sigma to sigma_hat = (1 + gamma) sigma
+by adding noise of variance sigma_hat^2 - sigma^2, gamma = min(s_churn / N, sqrt(2) - 1) inside
+[s_tmin, s_tmax]. Shared by the Euler and Heun step rules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fastdiff.ops.solver_step import solver_step
+from fastdiff.solvers.base import Solver, StepContext
+
+
+class Churn:
+    def __init__(self, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float):
+        self.s_churn = Solver.check_option("s_churn", s_churn)
+        self.s_tmin = Solver.check_option("s_tmin", s_tmin)
+        self.s_tmax = Solver.check_option("s_tmax", s_tmax)
+        self.s_noise = Solver.check_option("s_noise", s_noise)
+
+    @property
+    def active(self) -> bool:
+        return self.s_churn > 0.0
+
+    def apply(self, ctx: StepContext, i: int, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Return (churned x, sigma_hat); x unchanged and sigma_hat = sigma when gamma = 0."""
+        sigma = ctx.sigmas[i]
+        steps = len(ctx.sigmas) - 1
+        gamma = min(self.s_churn / steps, math.sqrt(2.0) - 1.0) if self.s_tmin <= sigma <= self.s_tmax else 0.0
+        if gamma <= 0.0:
+            return x, sigma
+        sigma_hat = sigma * (gamma + 1.0)
+        scale = self.s_noise * math.sqrt(sigma_hat**2 - sigma**2)
+        return solver_step(x, [], 1.0, [], noise=[(scale, ctx.draw(i, stage=0))], backend=ctx.backend), sigma_hat

@@ -1,0 +1,27 @@
+"""Euler (= DDIM) on the probability-flow ODE, with EDM's optional churn (Karras et al. 2022, Alg. 2).
+
+x' = x + (sigma' - sigma_hat) (x - D(x, sigma_hat)) / sigma_hat, i.e. a x + b D with
+a = sigma'/sigma_hat, b = 1 - sigma'/sigma_hat. With churn, x is first noised from sigma to
+sigma_hat = (1 + gamma) sigma.
+"""
+
+from __future__ import annotations
+
+from fastdiff.ops.solver_step import solver_step
+from fastdiff.solvers.base import Solver, StepOutput
+from fastdiff.solvers.churn import Churn
+
+
+class Euler(Solver):
+    name = "euler"
+
+    def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0):
+        self.churn = Churn(s_churn, s_tmin, s_tmax, s_noise)
+        self.stochastic = self.churn.active
+
+    def step(self, ctx, i, x):
+        x, sigma_hat = self.churn.apply(ctx, i, x)
+        denoised = ctx.evaluate(x, sigma_hat)
+        ratio = ctx.sigmas[i + 1] / sigma_hat
+        x_next = solver_step(x, [denoised], ratio, [1.0 - ratio], backend=ctx.backend)
+        return StepOutput(x_next, denoised, x, sigma_hat)
