@@ -99,7 +99,8 @@ class SamplerNoise(NoiseSource):
 
     def __init__(self, noise_sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         if not callable(noise_sampler):
-            raise TypeError(f"noise_sampler must be callable as noise_sampler(sigma, sigma_next), got {type(noise_sampler).__name__}")
+            got = type(noise_sampler).__name__
+            raise TypeError(f"noise_sampler must be callable as noise_sampler(sigma, sigma_next), got {got}")
         self.noise_sampler = noise_sampler
 
     def draw(self, like, step, stage, sigma, sigma_next):

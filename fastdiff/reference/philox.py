@@ -54,7 +54,9 @@ def uniform_from_bits(r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return ((r >> 9).to(dtype) + 0.5) * (2.0**-23)
 
 
-def philox_normal(keys: torch.Tensor, numel: int, step: int, stage: int, stream: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def philox_normal(
+    keys: torch.Tensor, numel: int, step: int, stage: int, stream: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Standard normals of shape `[B, numel]` for per-sample 64-bit `keys` (int64 `[B]`)."""
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     device = keys.device

@@ -1,0 +1,38 @@
+# Targets a newcomer needs. `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# The CPU wheel unless a torch is already installed (a GPU machine keeps its CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+NVCC ?= nvcc
+CUDA_ARCH ?= sm_90
+
+.PHONY: install install-test demo test bench lint cuda-check
+
+install:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q numpy tqdm matplotlib setuptools wheel
+	$(PIP) install -q --no-build-isolation -e .
+
+install-test: install
+	$(PIP) install -q pytest pytest-benchmark scipy ruff
+	# k-diffusion is the reference the compatible samplers are tested against; its package
+	# metadata pulls torchvision, which breaks on a CPU torch, so install it without dependencies.
+	$(PIP) install -q --no-deps k-diffusion==0.1.1.post1 torchsde==0.2.6 torchdiffeq==0.2.5 trampoline==0.1.2
+
+demo: install
+	$(PYTHON) -m fastdiff demo
+
+test: install-test
+	$(PYTHON) -m pytest -q --benchmark-disable
+
+bench: install-test
+	$(PYTHON) -m pytest -q bench --benchmark-only --benchmark-group-by=group
+
+lint:
+	ruff check .
+
+cuda-check:
+	@for f in csrc/cuda/*.cu; do \
+		echo "nvcc -c $$f"; \
+		$(NVCC) -c -std=c++17 -arch=$(CUDA_ARCH) "$$f" -o /tmp/fastdiff_$$(basename $$f .cu).o || exit 1; \
+	done
