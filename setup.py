@@ -37,7 +37,9 @@ def _extensions():
     cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     with_cuda = _flag("FORCE_CUDA") or (torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None)
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    # No -std: cpp_extension adds the standard that the installed torch's headers need. -g0: no debug
+    # info, which halves the compile time.
+    cxx_flags = ["-O3", "-g0", "-fopenmp"]
     define_macros = []
     if with_cuda:
         define_macros.append(("FASTDIFF_WITH_CUDA", None))

@@ -18,10 +18,11 @@ def vp_sigma(t: torch.Tensor, beta_min: float, beta_d: float) -> torch.Tensor:
     return torch.sqrt(torch.expm1(0.5 * beta_d * t**2 + beta_min * t))
 
 
-def vp_time(sigma: float, beta_min: float, beta_d: float) -> float:
-    """Inverse of `vp_sigma`: the positive root of beta_d t^2 / 2 + beta_min t = log(1 + sigma^2)."""
-    c = math.log1p(sigma**2)
-    return 2.0 * c / (beta_min + math.sqrt(beta_min**2 + 2.0 * beta_d * c))
+def vp_time(sigma: float | torch.Tensor, beta_min: float, beta_d: float) -> float | torch.Tensor:
+    """Inverse of `vp_sigma`: the positive root of beta_d t^2 / 2 + beta_min t = log(1 + sigma^2) (float or tensor)."""
+    log1p, sqrt = (torch.log1p, torch.sqrt) if isinstance(sigma, torch.Tensor) else (math.log1p, math.sqrt)
+    c = log1p(sigma**2)
+    return 2.0 * c / (beta_min + sqrt(beta_min**2 + 2.0 * beta_d * c))
 
 
 def _karras(n, smin, smax, rho, **_):

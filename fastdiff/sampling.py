@@ -1,9 +1,12 @@
 """k-diffusion-compatible sampler functions.
 
 Same positional signature, keyword names, defaults and callback dict as `k_diffusion.sampling`,
-so `from fastdiff import sampling as K` replaces `k_diffusion.sampling` in existing code. The
-stochastic ones also take `seed=` (int or one int per sample) and `backend=`; a given
-`noise_sampler(sigma, sigma_next)` wins over the seed.
+so `from fastdiff import sampling as K` replaces `k_diffusion.sampling` in existing code. Every
+function also takes `backend=`; the stochastic ones take `seed=` (int or one int per sample). A given
+`noise_sampler(sigma, sigma_next)` wins over the seed; without one, the noise comes from fastdiff's
+counter stream, which replaces k-diffusion's defaults (`torch.randn_like` for the ancestral and churn
+samplers, a Brownian tree for the SDE samplers): reproducible per sample and per backend, but not the
+same numbers as k-diffusion draws.
 """
 
 from __future__ import annotations
@@ -20,3 +23,53 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
     """Euler steps on the probability-flow ODE, with EDM churn (Karras et al. 2022, Alg. 2)."""
     return sample(model, x, sigmas, "euler", extra_args=extra_args, callback=callback, progress=_progress(disable),
                   seed=seed, backend=backend, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
+
+
+def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
+                s_tmax=float("inf"), s_noise=1.0, seed=None, backend="auto"):
+    """Heun steps on the probability-flow ODE, with EDM churn (Karras et al. 2022, Alg. 2); Euler on the step to 0."""
+    return sample(model, x, sigmas, "heun", extra_args=extra_args, callback=callback, progress=_progress(disable),
+                  seed=seed, backend=backend, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
+
+
+def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, backend="auto"):
+    """DPM-Solver++(2M), second-order multistep in log sigma (Lu et al. 2022, arXiv 2211.01095)."""
+    return sample(model, x, sigmas, "dpmpp_2m", extra_args=extra_args, callback=callback, progress=_progress(disable),
+                  backend=backend)
+
+
+def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4, backend="auto"):
+    """iPNDM, Adams-Bashforth on eps of order up to `max_order` (Zhang & Chen 2023; LD3's base solver, arXiv 2405.15506)."""
+    return sample(model, x, sigmas, "ipndm", extra_args=extra_args, callback=callback, progress=_progress(disable),
+                  backend=backend, max_order=max_order)
+
+
+def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                           noise_sampler=None, seed=None, backend="auto"):
+    """Ancestral sampling with Euler steps (DDPM's ancestral step, Ho et al. 2020, in Karras et al. 2022's form)."""
+    return sample(model, x, sigmas, "euler_ancestral", extra_args=extra_args, callback=callback,
+                  progress=_progress(disable), seed=seed, noise_sampler=noise_sampler, backend=backend, eta=eta,
+                  s_noise=s_noise)
+
+
+def sample_euler_maruyama(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0,
+                          noise_sampler=None, seed=None, backend="auto"):
+    """Euler-Maruyama on the reverse SDE in variance time sigma^2 (Song et al. 2021, arXiv 2011.13456)."""
+    return sample(model, x, sigmas, "euler_maruyama", extra_args=extra_args, callback=callback,
+                  progress=_progress(disable), seed=seed, noise_sampler=noise_sampler, backend=backend, s_noise=s_noise)
+
+
+def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                        noise_sampler=None, solver_type="midpoint", seed=None, backend="auto"):
+    """DPM-Solver++(2M) SDE, 'midpoint' or 'heun' correction (Lu et al. 2022, arXiv 2211.01095)."""
+    return sample(model, x, sigmas, "dpmpp_2m_sde", extra_args=extra_args, callback=callback,
+                  progress=_progress(disable), seed=seed, noise_sampler=noise_sampler, backend=backend, eta=eta,
+                  s_noise=s_noise, solver_type=solver_type)
+
+
+def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                        noise_sampler=None, seed=None, backend="auto"):
+    """DPM-Solver++(3M) SDE (Lu et al. 2022, arXiv 2211.01095; k-diffusion's third-order multistep variant)."""
+    return sample(model, x, sigmas, "dpmpp_3m_sde", extra_args=extra_args, callback=callback,
+                  progress=_progress(disable), seed=seed, noise_sampler=noise_sampler, backend=backend, eta=eta,
+                  s_noise=s_noise)

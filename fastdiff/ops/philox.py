@@ -1,13 +1,23 @@
-"""Counter-based standard normals (`fastdiff.reference.philox` defines the function), by backend."""
+"""Counter-based standard normals (`fastdiff.reference.philox` defines the function), by backend.
+
+Backends: "reference" (PyTorch), "cpu" and "cuda" (the compiled `torch.ops.fastdiff.philox_normal`,
+one Philox4x32-10 block per four elements). They agree bit for bit in the Philox words and up to
+float rounding of log/sqrt/sin/cos in the normals. "auto" takes the compiled kernel of the keys'
+device when it is built (float64 included: it computes in float64 as the reference does).
+"""
 
 from __future__ import annotations
 
 import torch
 
+from fastdiff import _extension
 from fastdiff.backends import resolve_backend
 from fastdiff.reference import philox as reference
 
-SUPPORTED_BACKENDS = ("reference",)
+SUPPORTED_BACKENDS = ("reference", "cpu", "cuda")
+# The counter's element word is 32 bits wide and counts groups of four elements.
+MAX_NUMEL = 4 << 32
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def philox_normal(
@@ -20,8 +30,25 @@ def philox_normal(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Standard normals `[B, numel]`: element e of sample b is a fixed function of
-    (keys[b], e, step, stage, stream)."""
-    if keys.dtype != torch.int64 or keys.ndim != 1:
-        raise TypeError(f"keys must be a 1-D int64 tensor of per-sample seeds, got dtype {keys.dtype}, shape {tuple(keys.shape)}")
-    resolve_backend(backend, keys.device, SUPPORTED_BACKENDS)
-    return reference.philox_normal(keys, numel, step, stage, stream, dtype)
+    (keys[b], e, step, stage, stream); step, stage and stream enter modulo 2^32."""
+    if not isinstance(keys, torch.Tensor) or keys.dtype != torch.int64 or keys.ndim != 1:
+        got = f"dtype {keys.dtype}, shape {tuple(keys.shape)}" if isinstance(keys, torch.Tensor) else type(keys).__name__
+        raise TypeError(f"keys must be a 1-D int64 tensor of per-sample seeds, got {got}")
+    for name, value in (("numel", numel), ("step", step), ("stage", stage), ("stream", stream)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= numel <= MAX_NUMEL:
+        raise ValueError(f"numel must be in [0, 2^34] (32-bit counter over groups of four elements), got {numel}")
+    if dtype not in _DTYPES:
+        raise TypeError(f"dtype must be one of {_DTYPES}, got {dtype}")
+    chosen = resolve_backend(backend, keys.device, SUPPORTED_BACKENDS)
+    if chosen == "reference":
+        return reference.philox_normal(keys, numel, step, stage, stream, dtype)
+    return torch.ops.fastdiff.philox_normal(keys, numel, step, stage, stream, dtype)
+
+
+if _extension.loaded():
+
+    @torch.library.register_fake("fastdiff::philox_normal")
+    def _philox_normal_fake(keys, numel, step, stage, stream, dtype):
+        return keys.new_empty((keys.shape[0], numel), dtype=dtype)

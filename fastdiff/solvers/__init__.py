@@ -5,12 +5,32 @@ from __future__ import annotations
 import inspect
 
 from fastdiff.solvers.base import Solver, StepContext, StepOutput
+from fastdiff.solvers.dpmpp_2m import DPMpp2M
+from fastdiff.solvers.dpmpp_2m_sde import DPMpp2MSDE
+from fastdiff.solvers.dpmpp_3m_sde import DPMpp3MSDE
 from fastdiff.solvers.euler import Euler
+from fastdiff.solvers.euler_ancestral import EulerAncestral
+from fastdiff.solvers.euler_maruyama import EulerMaruyama
+from fastdiff.solvers.heun import Heun
+from fastdiff.solvers.ipndm import IPNDM
+from fastdiff.solvers.srk_dp import SRKData
+from fastdiff.solvers.srk_exp_em import ExpEM
+from fastdiff.solvers.srk_score import SRKScore
 
 SOLVERS: dict[str, type[Solver]] = {
     cls.name: cls
     for cls in (
         Euler,
+        Heun,
+        DPMpp2M,
+        IPNDM,
+        EulerAncestral,
+        EulerMaruyama,
+        DPMpp2MSDE,
+        DPMpp3MSDE,
+        SRKScore,
+        SRKData,
+        ExpEM,
     )
 }
 

@@ -1,0 +1,25 @@
+// Host launchers of the CUDA kernels in csrc/cuda/*.cu. They take raw pointers, sizes, host
+// scalars and a stream, and never see a torch header, so the .cu files build with nvcc alone;
+// the torch-facing checks and allocation live in csrc/<op>.cpp.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace fastdiff {
+
+// Element types of the buffers a launcher reads and writes.
+enum class DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+
+// out[b, e] (row-major [batch, numel], dtype `dtype`) = the standard normal of element e for the
+// 64-bit seed keys[b] at (step, stage, stream); see csrc/philox.h for the layout.
+cudaError_t launch_philox_normal(const int64_t* keys, int64_t batch, int64_t numel, uint32_t step, uint32_t stage,
+                                 uint32_t stream, DType dtype, void* out, cudaStream_t cuda_stream);
+
+// out[i] = a x[i] + sum_t coefs[t] terms[t][i] for i < n, all buffers dense with one shared
+// layout and dtype `dtype`; float16/bfloat16 are computed in float32, float64 in float64.
+cudaError_t launch_solver_step(const void* x, double a, const void* const* terms, const double* coefs, int num_terms,
+                               int64_t n, DType dtype, void* out, cudaStream_t cuda_stream);
+
+}  // namespace fastdiff

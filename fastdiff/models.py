@@ -1,0 +1,251 @@
+"""Wrappers that make a trained network a VE denoiser D(x, sigma) for `fastdiff.sample` (DESIGN.md section 3).
+
+A variance-preserving model sees x_vp = alpha x with alpha = 1 / sqrt(1 + sigma^2) (so the VP noise level is
+sigma_vp = sigma alpha and alpha^2 + sigma_vp^2 = 1) at the model time t of sigma, and its output converts to
+    eps-prediction:  D = x - sigma eps
+    v-prediction:    D = alpha x_vp - sigma_vp v = alpha^2 x - sigma alpha v
+    score:           D = x + sigma^2 s,  with s = alpha s_vp(x_vp, t) for a score in VP coordinates.
+
+Every wrapper is an `nn.Module` (the wrapped network is a submodule, so `.to()` and `.parameters()` reach
+it), takes sigma as a float, a 0-d tensor or a [B] tensor, and passes extra keyword arguments to the model.
+Sigma arithmetic runs in float64 for float64 inputs and float32 otherwise; the output has x's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from fastdiff.grids import vp_sigma, vp_time
+
+_PREDICTIONS = ("eps", "v")
+
+
+def _sigma_batch(sigma: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sigma as a [B] tensor in the work dtype on x's device."""
+    if not isinstance(x, torch.Tensor) or x.ndim < 1:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a tensor of shape [B, ...], got {got}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, torch.Tensor)):
+        raise TypeError(f"sigma must be a float, a 0-d tensor or a [B] tensor, got {type(sigma).__name__}")
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    s = torch.as_tensor(sigma, dtype=work, device=x.device)
+    if s.ndim == 0:
+        return s.expand(x.shape[0])
+    if s.shape != (x.shape[0],):
+        raise ValueError(f"sigma must be a float, a 0-d tensor or a [B] = [{x.shape[0]}] tensor, got shape {tuple(s.shape)}")
+    return s
+
+
+def _as_float64(value: float | torch.Tensor) -> torch.Tensor:
+    """A float64 tensor of a number or tensor (Python numbers never pass through float32)."""
+    return value.to(torch.float64) if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float64)
+
+
+def _check_betas(beta_min: float, beta_d: float) -> tuple[float, float]:
+    """The linear-beta VP SDE's beta(t) = beta_min + beta_d t must be non-negative and not identically 0."""
+    for name, value in (("beta_min", beta_min), ("beta_d", beta_d)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if not beta_min + beta_d > 0:
+        raise ValueError(f"beta_min + beta_d must be positive, got beta_min={beta_min}, beta_d={beta_d}")
+    return float(beta_min), float(beta_d)
+
+
+def _per_sample(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[B] -> [B, 1, ..., 1] broadcasting against x."""
+    return s.view(-1, *([1] * (x.ndim - 1)))
+
+
+class _VPDenoiser(nn.Module):
+    """Shared body of the VP wrappers: subclasses give the time map `sigma_to_t`."""
+
+    def __init__(self, model: Callable[..., torch.Tensor], prediction: str):
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model must be callable as model(x_vp, t, **extra_args), got {type(model).__name__}")
+        if prediction not in _PREDICTIONS:
+            raise ValueError(f"prediction must be one of {_PREDICTIONS}, got {prediction!r}")
+        self.model = model
+        self.prediction = prediction
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
+        s = _sigma_batch(sigma, x)
+        sb = _per_sample(s, x)
+        alpha = torch.rsqrt(1.0 + sb**2)
+        t = self.sigma_to_t(s)
+        t = t.to(s.dtype) if t.is_floating_point() else t
+        out = self.model((x * alpha).to(x.dtype), t, **extra_args)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        out = out.to(s.dtype)
+        if self.prediction == "eps":
+            denoised = x - sb * out
+        else:
+            denoised = alpha**2 * x - sb * alpha * out
+        return denoised.to(x.dtype)
+
+
+class _DiscreteVPDenoiser(_VPDenoiser):
+    """A model trained on T discrete timesteps with cumulative products alphas_cumprod[t] (decreasing in t).
+
+    Table: sigma_t = sqrt((1 - acp_t) / acp_t), increasing. A continuous sigma maps to the fractional
+    timestep that interpolates log sigma linearly between neighbouring entries (clamped to [0, T - 1]);
+    with `quantize=True` to the nearest timestep in log sigma, passed to the model as an integer tensor.
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor], alphas_cumprod: object, prediction: str, quantize: bool = False):
+        super().__init__(model, prediction)
+        try:
+            acp = (
+                alphas_cumprod.detach()
+                if isinstance(alphas_cumprod, torch.Tensor)
+                else torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+            )
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"alphas_cumprod must be a 1-D tensor or sequence, got {type(alphas_cumprod).__name__}") from err
+        if not acp.dtype.is_floating_point or acp.ndim != 1 or acp.shape[0] < 2:
+            raise ValueError(f"alphas_cumprod must be a 1-D float tensor of T >= 2 entries, got dtype {acp.dtype}, "
+                             f"shape {tuple(acp.shape)}")
+        acp = acp.to("cpu", torch.float64)
+        if not bool(((acp > 0) & (acp < 1)).all()):
+            raise ValueError(f"alphas_cumprod entries must lie in (0, 1), got {acp.min().item():g}..{acp.max().item():g}")
+        if not bool((acp[1:] < acp[:-1]).all()):
+            raise ValueError("alphas_cumprod must be strictly decreasing (noise grows with the timestep)")
+        if not isinstance(quantize, bool):
+            raise TypeError(f"quantize must be a bool, got {type(quantize).__name__}")
+        self.quantize = quantize
+        self._sigmas = ((1.0 - acp) / acp).sqrt()
+        self._log_sigmas = self._sigmas.log()
+        self._tables: dict[torch.device, torch.Tensor] = {}
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """The table sigma_t for t = 0..T-1, float64 on the CPU, increasing."""
+        return self._sigmas
+
+    @property
+    def sigma_min(self) -> float:
+        return self._sigmas[0].item()
+
+    @property
+    def sigma_max(self) -> float:
+        return self._sigmas[-1].item()
+
+    def _log_table(self, device: torch.device) -> torch.Tensor:
+        if device not in self._tables:
+            self._tables[device] = self._log_sigmas.to(device)
+        return self._tables[device]
+
+    def sigma_to_t(self, sigma: float | torch.Tensor) -> torch.Tensor:
+        """Fractional timestep (float64) of sigma, linear in log sigma between table entries; int64 when quantized."""
+        log_sigma = _as_float64(sigma).log()
+        table = self._log_table(log_sigma.device)
+        low = (torch.searchsorted(table, log_sigma.contiguous(), right=True) - 1).clamp(0, table.shape[0] - 2)
+        w = ((log_sigma - table[low]) / (table[low + 1] - table[low])).clamp(0.0, 1.0)
+        t = low + w
+        return t.round().long() if self.quantize else t
+
+    def t_to_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
+        """sigma (float64) at a fractional timestep t in [0, T - 1], interpolating log sigma linearly."""
+        t = _as_float64(t)
+        last = self._log_sigmas.shape[0] - 1
+        if not bool(((t >= 0) & (t <= last)).all()):
+            raise ValueError(f"t must lie in [0, {last}], got {t.min().item():g}..{t.max().item():g}")
+        table = self._log_table(t.device)
+        low = t.floor().long().clamp(max=last - 1)
+        w = t - low
+        return ((1.0 - w) * table[low] + w * table[low + 1]).exp()
+
+
+class VPEpsDenoiser(_DiscreteVPDenoiser):
+    """Discrete DDPM-style eps-prediction model `model(x_vp, t)`: D = x - sigma eps(x / sqrt(1 + sigma^2), t(sigma))."""
+
+    def __init__(self, model: Callable[..., torch.Tensor], alphas_cumprod: object, quantize: bool = False):
+        super().__init__(model, alphas_cumprod, "eps", quantize)
+
+    @classmethod
+    def continuous(
+        cls, model: Callable[..., torch.Tensor], beta_min: float = 0.1, beta_d: float = 19.9, t_min: float = 1e-3
+    ) -> ContinuousVPEpsDenoiser:
+        """The continuous-time counterpart, `ContinuousVPEpsDenoiser(model, beta_min, beta_d, t_min)`."""
+        return ContinuousVPEpsDenoiser(model, beta_min, beta_d, t_min)
+
+
+class VPVDenoiser(_DiscreteVPDenoiser):
+    """Discrete v-prediction model `model(x_vp, t)`: D = alpha^2 x - sigma alpha v, alpha = 1 / sqrt(1 + sigma^2)."""
+
+    def __init__(self, model: Callable[..., torch.Tensor], alphas_cumprod: object, quantize: bool = False):
+        super().__init__(model, alphas_cumprod, "v", quantize)
+
+
+class ContinuousVPEpsDenoiser(_VPDenoiser):
+    """Eps-prediction model of the linear-beta VP SDE, `model(x_vp, t)` with continuous t in [t_min, 1]
+    (Song et al. 2021): sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), D = x - sigma eps."""
+
+    def __init__(self, model: Callable[..., torch.Tensor], beta_min: float = 0.1, beta_d: float = 19.9, t_min: float = 1e-3):
+        super().__init__(model, "eps")
+        if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0 < t_min < 1:
+            raise ValueError(f"t_min must be in (0, 1), got {t_min!r}")
+        self.beta_min, self.beta_d = _check_betas(beta_min, beta_d)
+        self.t_min = float(t_min)
+
+    @property
+    def sigma_min(self) -> float:
+        return self.t_to_sigma(self.t_min).item()
+
+    @property
+    def sigma_max(self) -> float:
+        return self.t_to_sigma(1.0).item()
+
+    def sigma_to_t(self, sigma: float | torch.Tensor) -> torch.Tensor:
+        """Exact inverse of sigma(t) (float64): the model is evaluated at the true time of any sigma."""
+        return vp_time(_as_float64(sigma), self.beta_min, self.beta_d)
+
+    def t_to_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
+        return vp_sigma(_as_float64(t), self.beta_min, self.beta_d)
+
+
+class ScoreDenoiser(nn.Module):
+    """A score model as a denoiser: D = x + sigma^2 s.
+
+    parameterization "ve": `score_fn(x, sigma)` is grad log q_sigma(x) directly.
+    parameterization "vp": `score_fn(x_vp, t)` is the score in VP coordinates at the time t of the linear-beta
+    VP SDE (`beta_min`, `beta_d`); since x_vp = alpha x, the VE score is alpha s_vp(alpha x, t).
+    """
+
+    def __init__(
+        self,
+        score_fn: Callable[..., torch.Tensor],
+        parameterization: str = "ve",
+        beta_min: float = 0.1,
+        beta_d: float = 19.9,
+    ):
+        super().__init__()
+        if not callable(score_fn):
+            raise TypeError(f"score_fn must be callable as score_fn(x, sigma, **extra_args), got {type(score_fn).__name__}")
+        if parameterization not in ("ve", "vp"):
+            raise ValueError(f"parameterization must be 've' or 'vp', got {parameterization!r}")
+        self.score_fn = score_fn
+        self.parameterization = parameterization
+        self.beta_min, self.beta_d = _check_betas(beta_min, beta_d)
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
+        s = _sigma_batch(sigma, x)
+        sb = _per_sample(s, x)
+        if self.parameterization == "ve":
+            score = self.score_fn(x, s, **extra_args)
+        else:
+            alpha = torch.rsqrt(1.0 + sb**2)
+            t = vp_time(s, self.beta_min, self.beta_d)
+            score = alpha * self.score_fn((x * alpha).to(x.dtype), t, **extra_args).to(s.dtype)
+        if not isinstance(score, torch.Tensor) or score.shape != x.shape:
+            got = tuple(score.shape) if isinstance(score, torch.Tensor) else type(score).__name__
+            raise ValueError(f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        return (x + sb**2 * score.to(s.dtype)).to(x.dtype)

@@ -1,0 +1,30 @@
+"""Euler-Maruyama on the reverse SDE in variance time u = sigma^2 (Song et al. 2021, arXiv 2011.13456; ALGORITHMS.md 3).
+
+With Delta = sigma^2 - sigma'^2 and score s = (D - x)/sigma^2: x' = x + Delta s + s_noise sqrt(Delta) z, i.e.
+x' = (sigma'/sigma)^2 x + (1 - (sigma'/sigma)^2) D + s_noise sqrt(Delta) z. The step to sigma' = 0 is the
+denoising step x' = D and draws no noise. One evaluation per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fastdiff.ops.solver_step import solver_step
+from fastdiff.solvers.base import Solver, StepOutput
+
+
+class EulerMaruyama(Solver):
+    name = "euler_maruyama"
+
+    def __init__(self, s_noise: float = 1.0):
+        self.s_noise = self.check_option("s_noise", s_noise)
+        self.stochastic = self.s_noise > 0.0
+
+    def step(self, ctx, i, x):
+        sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+        denoised = ctx.evaluate(x, sigma)
+        ratio = (sigma_next / sigma) ** 2
+        delta = (sigma - sigma_next) * (sigma + sigma_next)
+        noise = [(self.s_noise * math.sqrt(delta), ctx.draw(i))] if self.stochastic and sigma_next > 0.0 else []
+        x_next = solver_step(x, [denoised], ratio, [1.0 - ratio], noise=noise, backend=ctx.backend)
+        return StepOutput(x_next, denoised, x, sigma)

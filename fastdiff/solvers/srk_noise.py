@@ -1,0 +1,26 @@
+"""The two standard normals of an SRK step: z1 (stage 0) and z2 (stage 1) of step i.
+
+From the counter stream they are the Gaussians of (step i, stage 0) and (step i, stage 1). A user
+`noise_sampler(sigma, sigma_next)` is called once for each, on the two disjoint halves of the step,
+(sigma, sigma_mid) for z1 and (sigma_mid, sigma') for z2 with sigma_mid = sqrt(sigma sigma') the
+geometric mean: a Brownian-tree sampler (the same noise for the same interval) then gives independent
+z1, z2, and a sampler returning fresh noise on every call works as well. Each Gaussian enters exactly
+one `solver_step` call (the update reuses z2 through the stage point), so neither is ever drawn twice.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fastdiff.ops.solver_step import NoiseDraw
+from fastdiff.solvers.base import StepContext
+
+
+def step_draws(ctx: StepContext, i: int) -> tuple[NoiseDraw, NoiseDraw]:
+    """(z1, z2) requests for step i, which must end at a positive sigma'."""
+    sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+    sigma_mid = math.sqrt(sigma * sigma_next)
+    return (
+        ctx.draw(i, stage=0, sigma=sigma, sigma_next=sigma_mid),
+        ctx.draw(i, stage=1, sigma=sigma_mid, sigma_next=sigma_next),
+    )

@@ -1,0 +1,115 @@
+"""Float64 step coefficients of the stochastic Runge-Kutta (SRK) samplers (ALGORITHMS.md sections 3 and 11).
+
+Every coefficient is a combination of the exponential tails E_n(x) = e^x - sum_{k<n} x^k / k!,
+which the closed forms lose to cancellation for small x; `exp_tail` switches to the Taylor series
+there. The coupling of the two Gaussians of a step (xi1 the step's noise, xi2 the time integral of
+the noise path that the stage needs) is what gives the second order: with `coupled=False` the
+Gaussians keep their variances but become independent, the ablation that shows it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SERIES_RADIUS = 2.0
+_EPS = 2.0**-60
+
+
+def exp_tail(n: int, x: float) -> float:
+    """E_n(x) = e^x - sum_{k<n} x^k / k! (E_0 = e^x, E_1 = expm1), accurate to float64 rounding for every x."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if abs(x) >= SERIES_RADIUS or n == 0:
+        return math.exp(x) - sum(x**k / math.factorial(k) for k in range(n))
+    term = x**n / math.factorial(n)
+    total = term
+    k = n
+    while abs(term) > _EPS * abs(total):
+        k += 1
+        term *= x / k
+        total += term
+    return total
+
+
+def scaled_exp_tail(n: int, x: float) -> float:
+    """e^{-x} E_n(x) = 1 - e^{-x} sum_{k<n} x^k / k!, without overflow for large x >= 0."""
+    if x >= SERIES_RADIUS:
+        return 1.0 - math.exp(-x) * sum(x**k / math.factorial(k) for k in range(n))
+    return math.exp(-x) * exp_tail(n, x)
+
+
+@dataclass(frozen=True)
+class NoisePair:
+    """Variances V1 = Var xi1, V2 = Var xi2 and covariance C12 of a step's two Gaussians.
+
+    `stage_scale` z2 is xi2 and `update_scales` (on z1, z2) give xi1 from the independent
+    standard normals z1, z2: xi1 = (C12/sqrt(V2)) z2 + sqrt(V1 - C12^2/V2) z1.
+    """
+
+    V1: float
+    V2: float
+    C12: float
+
+    @property
+    def stage_scale(self) -> float:
+        return math.sqrt(self.V2)
+
+    def update_scales(self, coupled: bool = True) -> tuple[float, float]:
+        """(scale of z1, scale of z2) in xi1; uncoupled keeps Var xi1 = V1 with xi1 independent of xi2."""
+        if not coupled:
+            return math.sqrt(self.V1), 0.0
+        along = self.C12 / math.sqrt(self.V2)
+        return math.sqrt(max(self.V1 - along * along, 0.0)), along
+
+
+@dataclass(frozen=True)
+class SRKStep:
+    """One SRK step of log-length h: stage at fraction c, weights w0, w1, stage noise gain B."""
+
+    h: float
+    c: float
+    w0: float
+    w1: float
+    B: float
+    noise: NoisePair
+
+
+def score_form(h: float) -> SRKStep:
+    """Section 3, VP coordinates y = alpha x, h = log(alpha'/alpha) > 0:
+
+    phi0 = E_1(h), phi1 = E_2(h), V1 = E_1(2h), V2 = E_3(2h) - 4 E_3(h) (= expm1(2h) - 4 expm1(h) + 2h),
+    C12 = expm1(h)^2, c = 2 phi1^2 / (h V2) -> 3/4, w1 = phi1 / (c h), w0 = phi0 - w1, B = c h / phi1.
+    The stage is y~ = y + c h (y + 2 s) + B xi2, the update e^h y + 2 w0 s + 2 w1 s~ + xi1.
+    """
+    h = _check_h(h)
+    phi0, phi1 = exp_tail(1, h), exp_tail(2, h)
+    V2 = exp_tail(3, 2.0 * h) - 4.0 * exp_tail(3, h)
+    c = 2.0 * phi1 * phi1 / (h * V2)
+    w1 = phi1 / (c * h)
+    return SRKStep(h, c, phi0 - w1, w1, c * h / phi1, NoisePair(exp_tail(1, 2.0 * h), V2, exp_tail(1, h) ** 2))
+
+
+def data_form(h: float) -> SRKStep:
+    """Section 11, data prediction in EDM variables, h = log(sigma/sigma') > 0, variances in units of sigma'^2:
+
+    Phi0 = 1 - e^{-2h}, Phi1 = E_2(-2h)/2, Psi = Phi1 sigma'^2, V1 = Phi0 sigma'^2,
+    C12 = e^{-2h} E_2(2h) sigma'^2, V2 = 2 e^{-2h} E_3(2h) sigma'^2,
+    B = 2 Psi / V2 -> 3/(4h), w1 = 1/(2B), c = Phi1/(2 h w1) -> 3/4, w0 = Phi0/2 - w1.
+    The stage is x~ = e^{-2ch} x + (1 - e^{-2ch}) D + B xi2 at sigma e^{-ch}, the update
+    e^{-2h} x + 2 (w0 D + w1 D~) + xi1.
+    """
+    h = _check_h(h)
+    x = 2.0 * h
+    Phi0 = -math.expm1(-x)
+    Phi1 = 0.5 * exp_tail(2, -x)
+    V2 = 2.0 * scaled_exp_tail(3, x)
+    B = 2.0 * Phi1 / V2
+    w1 = 0.5 / B
+    return SRKStep(h, Phi1 / (2.0 * h * w1), 0.5 * Phi0 - w1, w1, B, NoisePair(Phi0, V2, scaled_exp_tail(2, x)))
+
+
+def _check_h(h: float) -> float:
+    if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0.0:
+        raise ValueError(f"h must be a positive finite number (log step length), got {h!r}")
+    return float(h)
