@@ -68,12 +68,14 @@ def backends() -> dict[str, BackendStatus]:
     return {name: _status(name) for name in BACKENDS}
 
 
+@torch.compiler.assume_constant_result
 def resolve_backend(backend: str, device: torch.device, supported: tuple[str, ...] = BACKENDS) -> str:
     """Return the concrete backend to run on `device`.
 
     `supported` lists the backends the calling primitive implements. "auto" takes the first
     usable one in order cuda > triton > cpu > reference for the device; an explicit name must
-    be usable and must suit the device, or this raises.
+    be usable and must suit the device, or this raises. Under torch.compile the answer is taken
+    once at trace time (a constant of the graph), so loading the extension never breaks the graph.
     """
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")

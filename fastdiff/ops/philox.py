@@ -17,6 +17,7 @@ from fastdiff.reference import philox as reference
 SUPPORTED_BACKENDS = ("reference", "cpu", "cuda")
 # The counter's element word is 32 bits wide and counts groups of four elements.
 MAX_NUMEL = 4 << 32
+_MASK32 = 0xFFFFFFFF
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -44,7 +45,7 @@ def philox_normal(
     chosen = resolve_backend(backend, keys.device, SUPPORTED_BACKENDS)
     if chosen == "reference":
         return reference.philox_normal(keys, numel, step, stage, stream, dtype)
-    return torch.ops.fastdiff.philox_normal(keys, numel, step, stage, stream, dtype)
+    return torch.ops.fastdiff.philox_normal(keys, numel, step & _MASK32, stage & _MASK32, stream & _MASK32, dtype)
 
 
 if _extension.loaded():

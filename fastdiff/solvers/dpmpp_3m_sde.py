@@ -4,8 +4,8 @@ With h = log(sigma/sigma'), h_eta = (1 + eta) h, phi_2 = 1 - (1 - e^{-h_eta})/h_
 x' = e^{-h_eta} x + (1 - e^{-h_eta}) D_i + phi_2 d1 - phi_3 d2 + s_noise sigma' sqrt(-expm1(-2 eta h)) z, where
 d1, d2 are the first and second divided differences of D over the last three steps (r0 = h_{i-1}/h,
 r1 = h_{i-2}/h): d1_0 = (D_i - D_{i-1})/r0, d1_1 = (D_{i-1} - D_{i-2})/r1, d1 = d1_0 + (d1_0 - d1_1) r0/(r0 + r1),
-d2 = (d1_0 - d1_1)/(r0 + r1); the warm-up steps use no difference, then d1 = d1_0 and d2 = 0. The step to
-sigma' = 0 is the denoising step x' = D_i and draws no noise. One evaluation per step.
+d2 = (d1_0 - d1_1)/(r0 + r1). Warm-up: the first step uses neither (d1 = d2 = 0), the second d1 = d1_0, d2 = 0.
+The step to sigma' = 0 is the denoising step x' = D_i and draws no noise. One evaluation per step.
 """
 
 from __future__ import annotations

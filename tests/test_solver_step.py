@@ -1,0 +1,268 @@
+"""The generic solver step `a x + sum_i b_i k_i + sum_j c_j z_j`: every backend against a float64
+evaluation of the same (rounded) inputs, on odd sizes, strided views and every dtype; noise
+requests; argument checks; gradients and torch.compile for the compiled op.
+
+Low precision follows flash-attention's rule: a backend's error against float64 is at most twice
+the error of plain PyTorch arithmetic at the same precision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fastdiff
+from fastdiff.noise import CounterNoise
+from fastdiff.ops.solver_step import NoiseDraw, solver_step
+from fastdiff.reference import solver_step as reference
+
+
+def _backend_params():
+    status = fastdiff.backends()
+    cuda = torch.cuda.is_available()
+    for backend, device in (("reference", "cpu"), ("reference", "cuda"), ("cpu", "cpu"), ("cuda", "cuda")):
+        if device == "cuda" and not cuda:
+            reason = "no CUDA device visible"
+        elif not status[backend].available:
+            reason = status[backend].reason
+        else:
+            reason = None
+        marks = [pytest.mark.skip(reason=f"{backend} on {device}: {reason}")] if reason else []
+        yield pytest.param(backend, device, id=f"{backend}-{device}", marks=marks)
+
+
+parametrize_backends = pytest.mark.parametrize(("backend", "device"), list(_backend_params()))
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+DTYPE_IDS = ["float64", "float32", "float16", "bfloat16"]
+# Sizes around the CPU kernel's 1024-element chunks and its 2^15-element parallel threshold.
+SHAPES = [(1,), (3, 5), (2, 1023), (4, 3, 7, 11), (1, 4097), (3, 40_001)]
+
+
+def fresh(shape, dtype, device, generator) -> torch.Tensor:
+    """Random operand, never zero-filled: N(0, 1) drawn in float64, then rounded to `dtype`."""
+    return torch.randn(shape, dtype=torch.float64, generator=generator).to(device=device, dtype=dtype)
+
+
+def exact(x, ks, a, bs, zs=(), cs=()) -> torch.Tensor:
+    """The step in float64 on the given (already rounded) operands."""
+    out = a * x.double()
+    for coef, t in [*zip(bs, ks), *zip(cs, zs)]:
+        out = out + coef * t.double()
+    return out
+
+
+def max_err(out: torch.Tensor, ref64: torch.Tensor) -> float:
+    return (out.double() - ref64).abs().max().item()
+
+
+def check_against_float64(out, x, ks, a, bs, zs=(), cs=()):
+    """float64: agreement to rounding; other dtypes: error at most 2x plain PyTorch's at that precision."""
+    ref64 = exact(x, ks, a, bs, zs, cs)
+    assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
+    if x.dtype == torch.float64:
+        torch.testing.assert_close(out, ref64, rtol=1e-14, atol=1e-14)
+        return
+    plain = reference.solver_step(x, ks, a, bs, list(zip(cs, zs)))
+    assert max_err(out, ref64) <= 2 * max_err(plain, ref64) + torch.finfo(x.dtype).tiny
+
+
+def poison_allocator(like: torch.Tensor) -> None:
+    """Leave a NaN-filled block of `like`'s size in the allocator, so an output that reuses it and
+    misses elements shows NaN (effective with CUDA's caching allocator)."""
+    block = torch.full(like.shape, float("nan"), dtype=like.dtype, device=like.device)
+    del block
+
+
+def coefficients(n: int, generator: torch.Generator) -> list[float]:
+    return (torch.rand(n, dtype=torch.float64, generator=generator) * 3 - 1.5).tolist()
+
+
+@parametrize_backends
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_float64_on_odd_sizes(backend, device, dtype, shape):
+    g = torch.Generator().manual_seed(hash((shape, str(dtype))) % 2**31)
+    x = fresh(shape, dtype, device, g)
+    ks = [fresh(shape, dtype, device, g) for _ in range(3)]
+    a, *bs = coefficients(4, g)
+    poison_allocator(x)
+    out = solver_step(x, ks, a, bs, backend=backend)
+    assert torch.isfinite(out).all()
+    check_against_float64(out, x, ks, a, bs)
+
+
+@parametrize_backends
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("num_stages", [0, 1, 2, 3, 4])
+def test_any_number_of_stage_tensors(backend, device, dtype, num_stages):
+    g = torch.Generator().manual_seed(100 + num_stages)
+    shape = (3, 2, 333)
+    x = fresh(shape, dtype, device, g)
+    ks = [fresh(shape, dtype, device, g) for _ in range(num_stages)]
+    a, *bs = coefficients(1 + num_stages, g)
+    out = solver_step(x, ks, a, bs, backend=backend)
+    check_against_float64(out, x, ks, a, bs)
+
+
+def _views(base: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Operands of shape [6, 50] with various memory layouts, cut from the [60, 120] `base`."""
+    return {
+        "contiguous": base[:6, :50].contiguous(),
+        "transposed": base[:50, :6].t(),
+        "strided": base[::2, ::2][:6, :50],
+        "offset": base[3:9, 7:57],
+        "expanded": base[0, :50].expand(6, 50),
+    }
+
+
+@parametrize_backends
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("x_layout", ["contiguous", "transposed", "strided", "offset"])
+def test_non_contiguous_operands(backend, device, dtype, x_layout):
+    g = torch.Generator().manual_seed(7)
+    views = [_views(fresh((60, 120), dtype, device, g)) for _ in range(4)]
+    x = views[0][x_layout]
+    ks = [views[1]["transposed"], views[2]["strided"], views[3]["expanded"], views[1]["offset"]]
+    assert x.shape == (6, 50) and all(k.shape == (6, 50) for k in ks)
+    a, *bs = coefficients(5, g)
+    out = solver_step(x, ks, a, bs, backend=backend)
+    check_against_float64(out, x, ks, a, bs)
+
+
+@parametrize_backends
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_permuted_layouts_keep_values(backend, device, dtype):
+    """Operands that share a permuted (channels-last) layout are handled in place; mixed layouts are copied."""
+    g = torch.Generator().manual_seed(8)
+    shape = (2, 3, 5, 7)
+    x = fresh(shape, dtype, device, g).contiguous(memory_format=torch.channels_last)
+    same = fresh(shape, dtype, device, g).contiguous(memory_format=torch.channels_last)
+    other = fresh(shape, dtype, device, g)
+    out = solver_step(x, [same, other], 0.75, [-1.25, 0.5], backend=backend)
+    check_against_float64(out, x, [same, other], 0.75, [-1.25, 0.5])
+
+
+@parametrize_backends
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_with_counter_noise(backend, device, dtype):
+    g = torch.Generator().manual_seed(9)
+    shape = (3, 4, 21)
+    x = fresh(shape, dtype, device, g)
+    ks = [fresh(shape, dtype, device, g) for _ in range(2)]
+    source = CounterNoise([11, 2**63 + 3, 5], torch.device(device))
+    sigma = torch.tensor(1.0, device=device)
+    draws = [NoiseDraw(source, 4, stage, sigma, sigma * 0.5) for stage in range(2)]
+    a, b0, b1, c0, c1 = coefficients(5, g)
+    out = solver_step(x, ks, a, [b0, b1], noise=[(c0, draws[0]), (c1, draws[1])], backend=backend)
+    zs = [d.materialize(x) for d in draws]
+    assert not torch.equal(zs[0], zs[1])
+    check_against_float64(out, x, ks, a, [b0, b1], zs, [c0, c1])
+
+
+@parametrize_backends
+def test_zero_coefficients_skip_their_terms(backend, device):
+    """As in the reference, a term with coefficient 0 is not read: NaN there does not propagate."""
+    g = torch.Generator().manual_seed(10)
+    x = fresh((4, 9), torch.float32, device, g)
+    k = fresh((4, 9), torch.float32, device, g)
+    nan = torch.full_like(x, float("nan"))
+    source = CounterNoise([1, 2, 3, 4], torch.device(device))
+    never = NoiseDraw(source, 0, 0, torch.tensor(1.0), torch.tensor(0.5))
+    out = solver_step(x, [nan, k], 0.5, [0.0, 2.0], noise=[(0.0, never)], backend=backend)
+    check_against_float64(out, x, [k], 0.5, [2.0])
+
+
+@parametrize_backends
+def test_empty_and_scalar_shapes(backend, device):
+    empty = torch.empty(0, 3, device=device)
+    assert solver_step(empty, [empty], 1.0, [2.0], backend=backend).shape == (0, 3)
+    one = torch.tensor(1.5, dtype=torch.float64, device=device)
+    out = solver_step(one, [one * 2], 2.0, [0.25], backend=backend)
+    assert out.shape == () and out.item() == 3.75
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments.
+# ---------------------------------------------------------------------------------------------
+@parametrize_backends
+def test_mismatched_operands_raise_naming_them(backend, device):
+    x = torch.randn(2, 3, device=device)
+    with pytest.raises(ValueError, match=r"ks\[1\].*shape"):
+        solver_step(x, [x, torch.randn(3, 2, device=device)], 1.0, [1.0, 1.0], backend=backend)
+    with pytest.raises(ValueError, match=r"ks\[0\].*meta"):
+        solver_step(x, [torch.empty(2, 3, device="meta")], 1.0, [1.0], backend=backend)
+    with pytest.raises(ValueError, match="coefficient"):
+        solver_step(x, [x, x], 1.0, [1.0], backend=backend)
+    with pytest.raises(TypeError, match=r"ks\[0\].*float64"):
+        solver_step(x, [x.double()], 1.0, [1.0], backend=backend)
+    with pytest.raises(TypeError, match="x must be"):
+        solver_step(x.long(), [], 1.0, [], backend=backend)
+
+
+def test_unsupported_backends_raise():
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="backend"):
+        solver_step(x, [x], 1.0, [1.0], backend="nope")
+    with pytest.raises(ValueError, match="triton"):
+        solver_step(x, [x], 1.0, [1.0], backend="triton")
+    with pytest.raises((RuntimeError, ValueError), match="cuda"):
+        solver_step(x, [x], 1.0, [1.0], backend="cuda")
+
+
+@parametrize_backends
+def test_coefficients_must_be_host_numbers(backend, device):
+    """Coefficients are host floats (no device sync per step); numpy scalars are numbers too."""
+    x = torch.randn(3, 4, dtype=torch.float64, device=device)
+    with pytest.raises(TypeError, match=r"bs\[0\]"):
+        solver_step(x, [x], 1.0, [torch.tensor(0.5)], backend=backend)
+    with pytest.raises(TypeError, match="a must"):
+        solver_step(x, [x], True, [1.0], backend=backend)
+    out = solver_step(x, [x], np.float32(0.5), [np.float64(0.25)], backend=backend)
+    torch.testing.assert_close(out, 0.75 * x)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled op: its own checks, gradients, opcheck and torch.compile.
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not fastdiff.backends()["cpu"].available, reason="compiled extension not built")
+class TestCompiledOp:
+    op = staticmethod(lambda *args: torch.ops.fastdiff.solver_step(*args))
+
+    def test_op_checks_its_arguments(self):
+        x = torch.randn(2, 3)
+        with pytest.raises(ValueError, match=r"ks\[0\] has shape"):
+            self.op(x, [torch.randn(3, 2)], 1.0, [1.0], [], [])
+        with pytest.raises(ValueError, match=r"zs\[0\] has shape"):
+            self.op(x, [], 1.0, [], [torch.randn(6)], [1.0])
+        with pytest.raises(TypeError, match=r"zs\[0\] has dtype"):
+            self.op(x, [], 1.0, [], [x.half()], [1.0])
+        with pytest.raises(ValueError, match="bs"):
+            self.op(x, [x], 1.0, [], [], [])
+        with pytest.raises(ValueError, match="cs"):
+            self.op(x, [], 1.0, [], [x], [])
+        with pytest.raises(TypeError, match="x must be"):
+            self.op(x.int(), [], 1.0, [], [], [])
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+    def test_opcheck(self, dtype):
+        x, k, z = (torch.randn(3, 5, dtype=dtype) for _ in range(3))
+        torch.library.opcheck(torch.ops.fastdiff.solver_step, (x, [k, k.t().contiguous().t()], 0.5, [1.5, -2.0], [z], [0.25]))
+
+    def test_gradients(self):
+        x, k, z = (torch.randn(4, 6, dtype=torch.float64, requires_grad=True) for _ in range(3))
+        torch.autograd.gradcheck(lambda x, k, z: self.op(x, [k], 0.3, [-1.7], [z], [0.9]), (x, k, z))
+        out = solver_step(x, [k], 0.3, [-1.7], backend="cpu")
+        out.sum().backward()
+        torch.testing.assert_close(x.grad, torch.full_like(x, 0.3))
+        torch.testing.assert_close(k.grad, torch.full_like(k, -1.7))
+
+    def test_compiles_without_graph_breaks(self):
+        def step(x, k):
+            return solver_step(x * 2.0, [k], 0.5, [math.pi], backend="auto") + 1.0
+
+        x, k = torch.randn(3, 8), torch.randn(3, 8)
+        compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x, k), step(x, k), rtol=0, atol=0)
