@@ -1,7 +1,8 @@
 // fastdiff::philox_normal on CPU (and the CUDA registration that calls csrc/cuda/philox.cu).
 // Standard normals [B, numel]: element e of row b comes from Philox4x32-10 keyed by keys[b] with
 // counter (e // 4, step, stage, stream), then Box-Muller (csrc/philox.h). float64 output is
-// computed in float64, every other dtype in float32.
+// computed in float64 with libm, every other dtype in float32 with the vectorisable functions of
+// csrc/fast_math.h.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -11,6 +12,7 @@
 #include <cstdint>
 
 #include "common.h"
+#include "fast_math.h"
 #include "philox.h"
 
 #ifdef FASTDIFF_WITH_CUDA
@@ -22,39 +24,63 @@
 namespace fastdiff {
 namespace {
 
-// Groups of four elements per inner block: the Philox loop over a block vectorises.
-constexpr int64_t kBlock = 64;
+// Groups of four elements per inner block; each block runs three loops that vectorise:
+// Philox words, Box-Muller, interleaved store.
+constexpr int kBlock = 64;
 // The counter's element word is 32 bits: at most 2^32 groups of four per sample.
 constexpr int64_t kMaxNumel = int64_t(4) << 32;
 
-inline void box_muller(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, float z[4]) {
-  constexpr float kTwoPi = 6.283185307179586f;
-  const float rad_a = std::sqrt(-2.0f * std::log(uniform_float(r0)));
-  const float rad_b = std::sqrt(-2.0f * std::log(uniform_float(r2)));
-  const float ang_a = kTwoPi * uniform_float(r1);
-  const float ang_b = kTwoPi * uniform_float(r3);
-  z[0] = rad_a * std::cos(ang_a);
-  z[1] = rad_a * std::sin(ang_a);
-  z[2] = rad_b * std::cos(ang_b);
-  z[3] = rad_b * std::sin(ang_b);
+struct Block {
+  uint32_t w[4][kBlock];
+};
+
+// Words of groups g0 .. g0 + count - 1 (32-bit counter arithmetic, so the loop vectorises).
+FASTDIFF_MULTIVERSION void philox_block(uint32_t g0, int count, uint32_t step, uint32_t stage, uint32_t stream,
+                                        uint32_t k0, uint32_t k1, Block& words) {
+  for (int j = 0; j < count; ++j) {
+    const PhiloxWords r = philox4x32_10(g0 + static_cast<uint32_t>(j), step, stage, stream, k0, k1);
+    words.w[0][j] = r.r0;
+    words.w[1][j] = r.r1;
+    words.w[2][j] = r.r2;
+    words.w[3][j] = r.r3;
+  }
 }
 
-inline void box_muller(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, double z[4]) {
+// z = sqrt(-2 log u0) (cos, sin)(2 pi u1), sqrt(-2 log u2) (cos, sin)(2 pi u3) in float32.
+FASTDIFF_MULTIVERSION void box_muller_block(const Block& words, int count, float z[4][kBlock]) {
+  for (int j = 0; j < count; ++j) {
+    const float rad_a = std::sqrt(-2.0f * log_positive(uniform_float(words.w[0][j])));
+    const float rad_b = std::sqrt(-2.0f * log_positive(uniform_float(words.w[2][j])));
+    float sin_a, cos_a, sin_b, cos_b;
+    sincos_turns(uniform_float(words.w[1][j]), &sin_a, &cos_a);
+    sincos_turns(uniform_float(words.w[3][j]), &sin_b, &cos_b);
+    z[0][j] = rad_a * cos_a;
+    z[1][j] = rad_a * sin_a;
+    z[2][j] = rad_b * cos_b;
+    z[3][j] = rad_b * sin_b;
+  }
+}
+
+// The same in float64 with libm, as the reference computes float64 output.
+inline void box_muller_block(const Block& words, int count, double z[4][kBlock]) {
   constexpr double kTwoPi = 6.283185307179586;
-  const double rad_a = std::sqrt(-2.0 * std::log(uniform_double(r0)));
-  const double rad_b = std::sqrt(-2.0 * std::log(uniform_double(r2)));
-  const double ang_a = kTwoPi * uniform_double(r1);
-  const double ang_b = kTwoPi * uniform_double(r3);
-  z[0] = rad_a * std::cos(ang_a);
-  z[1] = rad_a * std::sin(ang_a);
-  z[2] = rad_b * std::cos(ang_b);
-  z[3] = rad_b * std::sin(ang_b);
+  for (int j = 0; j < count; ++j) {
+    const double rad_a = std::sqrt(-2.0 * std::log(uniform_double(words.w[0][j])));
+    const double rad_b = std::sqrt(-2.0 * std::log(uniform_double(words.w[2][j])));
+    const double ang_a = kTwoPi * uniform_double(words.w[1][j]);
+    const double ang_b = kTwoPi * uniform_double(words.w[3][j]);
+    z[0][j] = rad_a * std::cos(ang_a);
+    z[1][j] = rad_a * std::sin(ang_a);
+    z[2][j] = rad_b * std::cos(ang_b);
+    z[3][j] = rad_b * std::sin(ang_b);
+  }
 }
 
-// math_t is float for every output type except double.
-template <typename out_t, typename math_t>
+// Box-Muller runs in IO::math_t: float64 for float64 output, float32 otherwise.
+template <typename IO>
 void philox_normal_kernel(const int64_t* keys, int64_t batch, int64_t numel, uint32_t step, uint32_t stage,
-                          uint32_t stream, out_t* out) {
+                          uint32_t stream, typename IO::storage_t* out) {
+  using math_t = typename IO::math_t;
   const int64_t groups = (numel + 3) / 4;
   const int64_t blocks_per_row = (groups + kBlock - 1) / kBlock;
   const int64_t tasks = batch * blocks_per_row;
@@ -62,26 +88,23 @@ void philox_normal_kernel(const int64_t* keys, int64_t batch, int64_t numel, uin
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / blocks_per_row;
     const int64_t g0 = (task - b * blocks_per_row) * kBlock;
-    const int64_t count = std::min(kBlock, groups - g0);
-    const uint64_t seed = static_cast<uint64_t>(keys[b]);
-    const uint32_t k0 = static_cast<uint32_t>(seed);
-    const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
-    uint32_t w0[kBlock], w1[kBlock], w2[kBlock], w3[kBlock];
-    for (int64_t j = 0; j < count; ++j) {
-      const PhiloxWords w = philox4x32_10(static_cast<uint32_t>(g0 + j), step, stage, stream, k0, k1);
-      w0[j] = w.r0;
-      w1[j] = w.r1;
-      w2[j] = w.r2;
-      w3[j] = w.r3;
+    const int count = static_cast<int>(std::min<int64_t>(kBlock, groups - g0));
+    const auto seed = static_cast<uint64_t>(keys[b]);
+    Block words;
+    philox_block(static_cast<uint32_t>(g0), count, step, stage, stream, static_cast<uint32_t>(seed),
+                 static_cast<uint32_t>(seed >> 32), words);
+    math_t z[4][kBlock];
+    box_muller_block(words, count, z);
+    typename IO::storage_t* dst = out + b * numel + 4 * g0;
+    const int64_t valid = std::min<int64_t>(4 * static_cast<int64_t>(count), numel - 4 * g0);
+    const int64_t full = valid / 4;
+    for (int64_t j = 0; j < full; ++j) {
+      dst[4 * j] = IO::store(z[0][j]);
+      dst[4 * j + 1] = IO::store(z[1][j]);
+      dst[4 * j + 2] = IO::store(z[2][j]);
+      dst[4 * j + 3] = IO::store(z[3][j]);
     }
-    out_t* row = out + b * numel;
-    for (int64_t j = 0; j < count; ++j) {
-      math_t z[4];
-      box_muller(w0[j], w1[j], w2[j], w3[j], z);
-      const int64_t e = 4 * (g0 + j);
-      const int64_t valid = std::min<int64_t>(4, numel - e);
-      for (int64_t q = 0; q < valid; ++q) row[e + q] = static_cast<out_t>(z[q]);
-    }
+    for (int64_t e = 4 * full; e < valid; ++e) dst[e] = IO::store(z[e % 4][e / 4]);
   }
 }
 
@@ -105,19 +128,11 @@ at::Tensor philox_normal_cpu(const at::Tensor& keys, int64_t numel, int64_t step
   const auto stage32 = static_cast<uint32_t>(stage);
   const auto stream32 = static_cast<uint32_t>(stream);
   const int64_t* k = keys_c.data_ptr<int64_t>();
-  switch (dtype) {
-    case at::kFloat:
-      philox_normal_kernel<float, float>(k, batch, numel, step32, stage32, stream32, out.data_ptr<float>());
-      break;
-    case at::kDouble:
-      philox_normal_kernel<double, double>(k, batch, numel, step32, stage32, stream32, out.data_ptr<double>());
-      break;
-    case at::kHalf:
-      philox_normal_kernel<at::Half, float>(k, batch, numel, step32, stage32, stream32, out.data_ptr<at::Half>());
-      break;
-    default:  // bfloat16, the last dtype check_args lets through
-      philox_normal_kernel<at::BFloat16, float>(k, batch, numel, step32, stage32, stream32, out.data_ptr<at::BFloat16>());
-  }
+  dispatch_float(dtype, [&](auto io) {
+    using IO = decltype(io);
+    auto* dst = static_cast<typename IO::storage_t*>(out.data_ptr());
+    philox_normal_kernel<IO>(k, batch, numel, step32, stage32, stream32, dst);
+  });
   return out;
 }
 

@@ -3,7 +3,6 @@
 // float16/bfloat16 are computed in float32, float64 in float64; terms with a zero coefficient
 // are skipped (as in the reference), so they cost nothing and never propagate NaN.
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
@@ -74,56 +73,47 @@ Operands prepare(const at::Tensor& x, at::TensorList ks, at::ArrayRef<double> bs
   return ops;
 }
 
-template <typename scalar_t, typename acc_t>
-void solver_step_kernel(const scalar_t* x, acc_t a, const std::vector<const scalar_t*>& terms,
-                        const std::vector<acc_t>& coefs, int64_t n, scalar_t* out) {
+template <typename IO>
+void solver_step_kernel(const typename IO::storage_t* x, typename IO::math_t a,
+                        const std::vector<const typename IO::storage_t*>& terms,
+                        const std::vector<typename IO::math_t>& coefs, int64_t n, typename IO::storage_t* out) {
+  using storage_t = typename IO::storage_t;
+  using math_t = typename IO::math_t;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   const auto num_terms = static_cast<int64_t>(terms.size());
 #pragma omp parallel for schedule(static) if (n > kParallelThreshold)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t begin = c * kChunk;
     const int64_t len = std::min(kChunk, n - begin);
-    acc_t acc[kChunk];
-    const scalar_t* xs = x + begin;
-    for (int64_t i = 0; i < len; ++i) acc[i] = a * static_cast<acc_t>(xs[i]);
+    math_t acc[kChunk];
+    const storage_t* xs = x + begin;
+    for (int64_t i = 0; i < len; ++i) acc[i] = a * IO::load(xs[i]);
     for (int64_t t = 0; t < num_terms; ++t) {
-      const scalar_t* p = terms[t] + begin;
-      const acc_t b = coefs[t];
-      for (int64_t i = 0; i < len; ++i) acc[i] += b * static_cast<acc_t>(p[i]);
+      const storage_t* p = terms[t] + begin;
+      const math_t b = coefs[t];
+      for (int64_t i = 0; i < len; ++i) acc[i] += b * IO::load(p[i]);
     }
-    scalar_t* o = out + begin;
-    for (int64_t i = 0; i < len; ++i) o[i] = static_cast<scalar_t>(acc[i]);
+    storage_t* o = out + begin;
+    for (int64_t i = 0; i < len; ++i) o[i] = IO::store(acc[i]);
   }
-}
-
-template <typename scalar_t, typename acc_t>
-void run_cpu(const Operands& ops, double a) {
-  std::vector<const scalar_t*> ptrs;
-  std::vector<acc_t> coefs;
-  for (size_t t = 0; t < ops.terms.size(); ++t) {
-    ptrs.push_back(ops.terms[t].data_ptr<scalar_t>());
-    coefs.push_back(static_cast<acc_t>(ops.coefs[t]));
-  }
-  solver_step_kernel<scalar_t, acc_t>(ops.x.data_ptr<scalar_t>(), static_cast<acc_t>(a), ptrs, coefs, ops.out.numel(),
-                                      ops.out.data_ptr<scalar_t>());
 }
 
 at::Tensor solver_step_cpu(const at::Tensor& x, at::TensorList ks, double a, at::ArrayRef<double> bs, at::TensorList zs,
                            at::ArrayRef<double> cs) {
   const Operands ops = prepare(x, ks, bs, zs, cs);
-  switch (x.scalar_type()) {
-    case at::kFloat:
-      run_cpu<float, float>(ops, a);
-      break;
-    case at::kDouble:
-      run_cpu<double, double>(ops, a);
-      break;
-    case at::kHalf:
-      run_cpu<at::Half, float>(ops, a);
-      break;
-    default:  // bfloat16, the last dtype prepare lets through
-      run_cpu<at::BFloat16, float>(ops, a);
-  }
+  dispatch_float(x.scalar_type(), [&](auto io) {
+    using IO = decltype(io);
+    using storage_t = typename IO::storage_t;
+    using math_t = typename IO::math_t;
+    std::vector<const storage_t*> ptrs;
+    std::vector<math_t> coefs;
+    for (size_t t = 0; t < ops.terms.size(); ++t) {
+      ptrs.push_back(static_cast<const storage_t*>(ops.terms[t].const_data_ptr()));
+      coefs.push_back(static_cast<math_t>(ops.coefs[t]));
+    }
+    solver_step_kernel<IO>(static_cast<const storage_t*>(ops.x.const_data_ptr()), static_cast<math_t>(a), ptrs, coefs,
+                           ops.out.numel(), static_cast<storage_t*>(ops.out.data_ptr()));
+  });
   return ops.out;
 }
 

@@ -73,3 +73,35 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     return sample(model, x, sigmas, "dpmpp_3m_sde", extra_args=extra_args, callback=callback,
                   progress=_progress(disable), seed=seed, noise_sampler=noise_sampler, backend=backend, eta=eta,
                   s_noise=s_noise)
+
+
+def sample_srk(model, x, sigmas, extra_args=None, callback=None, disable=None, theta=0.085, coupled=True,
+               noise_sampler=None, seed=None, backend="auto"):
+    """Multistep stochastic Runge-Kutta, one evaluation per step: a stage at fraction `theta` of the step whose noise
+    is the step's own Brownian path up to it (fastdiff's default stochastic sampler, ALGORITHMS.md sections 3, 11).
+    A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
+    return sample(model, x, sigmas, "srk", extra_args=extra_args, callback=callback, progress=_progress(disable),
+                  seed=seed, noise_sampler=noise_sampler, backend=backend, theta=theta, coupled=coupled)
+
+
+def sample_srk_dp(model, x, sigmas, extra_args=None, callback=None, disable=None, coupled=True, noise_sampler=None,
+                  seed=None, backend="auto"):
+    """Stochastic Runge-Kutta in data-prediction form, two evaluations per step (ALGORITHMS.md section 11).
+    A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
+    return sample(model, x, sigmas, "srk_dp", extra_args=extra_args, callback=callback, progress=_progress(disable),
+                  seed=seed, noise_sampler=noise_sampler, backend=backend, coupled=coupled)
+
+
+def sample_srk_score(model, x, sigmas, extra_args=None, callback=None, disable=None, coupled=True, noise_sampler=None,
+                     seed=None, backend="auto"):
+    """Stochastic Runge-Kutta in score form on the VP process, two evaluations per step (ALGORITHMS.md section 3).
+    A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
+    return sample(model, x, sigmas, "srk_score", extra_args=extra_args, callback=callback, progress=_progress(disable),
+                  seed=seed, noise_sampler=noise_sampler, backend=backend, coupled=coupled)
+
+
+def sample_exp_em(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, seed=None,
+                  backend="auto"):
+    """First-order exponential integrator of the VP reverse SDE (SRK with w1 = 0), one evaluation per step."""
+    return sample(model, x, sigmas, "exp_em", extra_args=extra_args, callback=callback, progress=_progress(disable),
+                  seed=seed, noise_sampler=noise_sampler, backend=backend)

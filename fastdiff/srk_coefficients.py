@@ -113,3 +113,40 @@ def _check_h(h: float) -> float:
     if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0.0:
         raise ValueError(f"h must be a positive finite number (log step length), got {h!r}")
     return float(h)
+
+
+THETA_CUTOFF = 1.5
+
+
+@dataclass(frozen=True)
+class MultistepStep:
+    """One step of the multistep SRK (`fastdiff.solvers.srk`), h = log(sigma/sigma') > 0, stage at fraction theta.
+
+    The step's noise is split at theta h into the exact OU noise of the stage interval, N (variance
+    `stage_var` sigma^2), and of the rest, R (variance `rest_var` sigma'^2); the step's noise is
+    xi1 = e^{-2(1-theta)h} N + R, so Var xi1 = V1 = (1 - e^{-2h}) sigma'^2 and N, xi1 are coupled exactly as the
+    Brownian path couples them. `slope` is Phi0 (1/2 - theta) h: the corrector adds slope (D~ - D_prev)/gap.
+    """
+
+    h: float
+    theta: float
+    phi0: float
+    stage_var: float
+    rest_var: float
+    slope: float
+
+
+def stage_fraction(h: float, theta: float) -> float:
+    """theta (1 - h / THETA_CUTOFF)^+: the full fraction for small steps, 0 (a step-start evaluation) from h = 1.5 on."""
+    return theta * max(0.0, 1.0 - h / THETA_CUTOFF)
+
+
+def multistep_form(h: float, theta: float) -> MultistepStep:
+    """Phi0 = 1 - e^{-2h}; N ~ sigma^2 e^{-2 theta h} (1 - e^{-2 theta h}); R ~ sigma'^2 (1 - e^{-2(1-theta)h})."""
+    h = _check_h(h)
+    if not 0.0 <= theta < 1.0:
+        raise ValueError(f"theta must be in [0, 1), got {theta!r}")
+    phi0 = -math.expm1(-2.0 * h)
+    stage_var = math.exp(-2.0 * theta * h) * -math.expm1(-2.0 * theta * h)
+    rest_var = -math.expm1(-2.0 * (1.0 - theta) * h)
+    return MultistepStep(h, theta, phi0, stage_var, rest_var, phi0 * (0.5 - theta) * h)

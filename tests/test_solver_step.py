@@ -49,7 +49,7 @@ def fresh(shape, dtype, device, generator) -> torch.Tensor:
 def exact(x, ks, a, bs, zs=(), cs=()) -> torch.Tensor:
     """The step in float64 on the given (already rounded) operands."""
     out = a * x.double()
-    for coef, t in [*zip(bs, ks), *zip(cs, zs)]:
+    for coef, t in [*zip(bs, ks, strict=True), *zip(cs, zs, strict=True)]:
         out = out + coef * t.double()
     return out
 
@@ -65,7 +65,7 @@ def check_against_float64(out, x, ks, a, bs, zs=(), cs=()):
     if x.dtype == torch.float64:
         torch.testing.assert_close(out, ref64, rtol=1e-14, atol=1e-14)
         return
-    plain = reference.solver_step(x, ks, a, bs, list(zip(cs, zs)))
+    plain = reference.solver_step(x, ks, a, bs, list(zip(cs, zs, strict=True)))
     assert max_err(out, ref64) <= 2 * max_err(plain, ref64) + torch.finfo(x.dtype).tiny
 
 
@@ -160,6 +160,19 @@ def test_with_counter_noise(backend, device, dtype):
     zs = [d.materialize(x) for d in draws]
     assert not torch.equal(zs[0], zs[1])
     check_against_float64(out, x, ks, a, [b0, b1], zs, [c0, c1])
+
+
+@parametrize_backends
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("scale", [1.0, 1 + 2**-11, 1 + 2**-8, 3.0, 2**-14, 2**15], ids=lambda v: f"{v:g}")
+def test_low_precision_rounding_is_exact(backend, device, dtype, scale):
+    """Every float16/bfloat16 bit pattern (subnormals, inf, NaN included) times `scale`: the float32
+    product is exact, so the result must be PyTorch's round-to-nearest-even of it, bit for bit
+    (1 + 2^-11 and 1 + 2^-8 put products exactly on ties; 2^-14 makes subnormals, 2^15 overflows)."""
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype).to(device)
+    out = solver_step(x, [], scale, [], backend=backend)
+    expected = (x.float() * scale).to(dtype)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
 
 
 @parametrize_backends

@@ -54,7 +54,7 @@ def _check_operands(x: torch.Tensor, ks: Sequence[torch.Tensor], a: float, bs: S
     if len(ks) != len(bs):
         raise ValueError(f"solver_step needs one coefficient per stage tensor: got {len(ks)} tensors and {len(bs)} coefficients")
     _check_coefficient("a", a)
-    for i, (k, b) in enumerate(zip(ks, bs)):
+    for i, (k, b) in enumerate(zip(ks, bs, strict=True)):
         _check_coefficient(f"bs[{i}]", b)
         if k.shape != x.shape:
             raise ValueError(f"stage tensor ks[{i}] has shape {tuple(k.shape)}, expected x's shape {tuple(x.shape)}")
@@ -76,7 +76,7 @@ def solver_step(
     _check_operands(x, ks, a, bs)
     cs = [_check_coefficient(f"noise[{j}] coefficient", c) for j, (c, _) in enumerate(noise)]
     chosen = resolve_backend(backend, x.device, SUPPORTED_BACKENDS)
-    zs = [(c, draw.materialize(x)) for c, (_, draw) in zip(cs, noise) if c != 0.0]
+    zs = [(c, draw.materialize(x)) for c, (_, draw) in zip(cs, noise, strict=True) if c != 0.0]
     if chosen == "reference":
         return reference.solver_step(x, ks, a, bs, zs)
     return torch.ops.fastdiff.solver_step(

@@ -76,5 +76,7 @@ def philox_normal(
     ang_a = two_pi * uniform_from_bits(r1, compute)
     rad_b = torch.sqrt(-2.0 * torch.log(uniform_from_bits(r2, compute)))
     ang_b = two_pi * uniform_from_bits(r3, compute)
-    z = torch.stack([rad_a * torch.cos(ang_a), rad_a * torch.sin(ang_a), rad_b * torch.cos(ang_b), rad_b * torch.sin(ang_b)], dim=-1)
+    z = torch.stack(
+        [rad_a * torch.cos(ang_a), rad_a * torch.sin(ang_a), rad_b * torch.cos(ang_b), rad_b * torch.sin(ang_b)], dim=-1
+    )
     return z.reshape(keys.shape[0], groups * 4)[:, :numel].to(dtype)

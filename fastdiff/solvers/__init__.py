@@ -13,6 +13,7 @@ from fastdiff.solvers.euler_ancestral import EulerAncestral
 from fastdiff.solvers.euler_maruyama import EulerMaruyama
 from fastdiff.solvers.heun import Heun
 from fastdiff.solvers.ipndm import IPNDM
+from fastdiff.solvers.srk import SRK
 from fastdiff.solvers.srk_dp import SRKData
 from fastdiff.solvers.srk_exp_em import ExpEM
 from fastdiff.solvers.srk_score import SRKScore
@@ -28,6 +29,7 @@ SOLVERS: dict[str, type[Solver]] = {
         EulerMaruyama,
         DPMpp2MSDE,
         DPMpp3MSDE,
+        SRK,
         SRKScore,
         SRKData,
         ExpEM,

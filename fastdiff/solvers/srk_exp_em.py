@@ -1,9 +1,10 @@
-"""First-order exponential integrator of the reverse SDE (the SRK family with w1 = 0; DDPM's ancestral step in
-data-prediction form). One evaluation per step.
+"""First-order exponential integrator of the VP reverse SDE: the score-form SRK (`srk_score`) with w1 = 0, the
+"first-order exp. integrator" baseline of ALGORITHMS.md section 11. One evaluation per step.
 
-With h = log(sigma/sigma'): x' = e^{-2h} x + (1 - e^{-2h}) D(x, sigma) + sigma' sqrt(1 - e^{-2h}) z, the exact solution
-of dx = 2 (D - x) dlambda + sqrt(2) sigma dW when D is frozen over the step. The step to sigma' = 0 is the
-denoising step x' = D(x, sigma).
+In y = alpha x, alpha = 1/sqrt(1 + sigma^2), h = log(alpha'/alpha): y' = e^h y + 2 (e^h - 1) s(y) + sqrt(e^{2h} - 1) z,
+s(y) = (alpha D - y)/(alpha^2 sigma^2); in EDM variables x' = x + b (D - x) + sqrt(e^{2h} - 1)/alpha' z with
+b = 2 expm1(h)/(alpha alpha' sigma^2). (The same step in data-prediction form is exactly `euler_ancestral`
+with eta = 1, so it is not repeated here.) The step to sigma' = 0 is the denoising step x' = D(x, sigma).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class ExpEM(Solver):
         denoised = ctx.evaluate(x, sigma)
         if sigma_next == 0.0:
             return StepOutput(solver_step(x, [denoised], 0.0, [1.0], backend=ctx.backend), denoised, x, sigma)
-        rise = -math.expm1(-2.0 * math.log(sigma / sigma_next))
-        x_next = solver_step(x, [denoised], 1.0 - rise, [rise], noise=[(sigma_next * math.sqrt(rise), ctx.draw(i))],
-                             backend=ctx.backend)
-        return StepOutput(x_next, denoised, x, sigma)
+        h = 0.5 * (math.log1p(sigma**2) - math.log1p(sigma_next**2))
+        alpha, alpha_next = 1.0 / math.sqrt(1.0 + sigma**2), 1.0 / math.sqrt(1.0 + sigma_next**2)
+        b = 2.0 * math.expm1(h) / (alpha * alpha_next * sigma**2)
+        noise = [(math.sqrt(math.expm1(2.0 * h)) / alpha_next, ctx.draw(i))]
+        return StepOutput(solver_step(x, [denoised], 1.0 - b, [b], noise=noise, backend=ctx.backend), denoised, x, sigma)
