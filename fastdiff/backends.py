@@ -8,12 +8,13 @@ backend that is unavailable raises and says what is missing, never falls back si
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 from dataclasses import dataclass
 
 import torch
+
+from fastdiff._extension import load_error
 
 BACKENDS = ("reference", "cpu", "cuda", "triton")
 
@@ -24,18 +25,8 @@ class BackendStatus:
     reason: str
 
 
-@functools.lru_cache(maxsize=1)
-def _extension_error() -> str | None:
-    """Load `fastdiff._C` once; return None on success, else why it failed."""
-    try:
-        importlib.import_module("fastdiff._C")
-    except ImportError as exc:  # not built (FASTDIFF_SKIP_EXT=1) or built against another torch
-        return f"compiled extension fastdiff._C not loadable ({exc}); reinstall with `pip install --no-build-isolation .`"
-    return None
-
-
 def _has_cuda_kernels() -> bool:
-    return _extension_error() is None and torch._C._dispatch_has_kernel_for_dispatch_key(
+    return load_error() is None and torch._C._dispatch_has_kernel_for_dispatch_key(
         "fastdiff::philox_normal", "CUDA"
     )
 
@@ -44,11 +35,11 @@ def _status(name: str) -> BackendStatus:
     if name == "reference":
         return BackendStatus(True, "pure PyTorch, always available")
     if name == "cpu":
-        err = _extension_error()
+        err = load_error()
         return BackendStatus(err is None, err or "compiled C++ extension loaded")
     if name == "cuda":
-        if _extension_error() is not None:
-            return BackendStatus(False, _extension_error())
+        if load_error() is not None:
+            return BackendStatus(False, load_error())
         if not _has_cuda_kernels():
             return BackendStatus(False, "extension was built without CUDA (needs a CUDA torch and CUDA_HOME, or FORCE_CUDA=1)")
         if not torch.cuda.is_available():
