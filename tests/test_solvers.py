@@ -19,7 +19,9 @@ SHAPE = (3, 2, 5)
 GRID = fastdiff.get_sigmas("karras", 6, 0.02, 20.0)  # 6 steps, the last one to 0
 
 # Model evaluations per step, as each solver module documents: two-stage rules spend one on the step to 0.
-ONE_PER_STEP = {"euler", "dpmpp_2m", "ipndm", "euler_ancestral", "euler_maruyama", "dpmpp_2m_sde", "dpmpp_3m_sde", "exp_em", "srk"}
+ONE_PER_STEP = {
+    "euler", "dpmpp_2m", "ipndm", "euler_ancestral", "euler_maruyama", "dpmpp_2m_sde", "dpmpp_3m_sde", "exp_em", "srk",
+}
 TWO_PER_STEP = {"heun", "srk_score", "srk_dp"}
 
 

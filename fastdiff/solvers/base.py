@@ -69,3 +69,9 @@ class Solver:
         if not low <= value <= high:
             raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
         return float(value)
+
+    @staticmethod
+    def check_flag(name: str, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        return value

@@ -25,7 +25,6 @@ import math
 
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Solver, StepOutput
-from fastdiff.solvers.srk_dp import check_flag
 from fastdiff.solvers.srk_noise import step_draws
 from fastdiff.srk_coefficients import multistep_form, stage_fraction
 
@@ -38,7 +37,7 @@ class SRK(Solver):
 
     def __init__(self, theta: float = DEFAULT_THETA, coupled: bool = True):
         self.theta = self.check_option("theta", theta, 0.0, 0.5)
-        self.coupled = check_flag("coupled", coupled)
+        self.coupled = self.check_flag("coupled", coupled)
         self.previous = None  # (D_prev, lambda_prev)
 
     def step(self, ctx, i, x):

@@ -20,18 +20,12 @@ from fastdiff.solvers.srk_noise import step_draws
 from fastdiff.srk_coefficients import data_form
 
 
-def check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
 class SRKData(Solver):
     name = "srk_dp"
     stochastic = True
 
     def __init__(self, coupled: bool = True):
-        self.coupled = check_flag("coupled", coupled)
+        self.coupled = self.check_flag("coupled", coupled)
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]

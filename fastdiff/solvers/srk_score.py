@@ -17,7 +17,6 @@ import math
 
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Solver, StepOutput
-from fastdiff.solvers.srk_dp import check_flag
 from fastdiff.solvers.srk_noise import step_draws
 from fastdiff.srk_coefficients import score_form
 
@@ -27,7 +26,7 @@ class SRKScore(Solver):
     stochastic = True
 
     def __init__(self, coupled: bool = True):
-        self.coupled = check_flag("coupled", coupled)
+        self.coupled = self.check_flag("coupled", coupled)
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
