@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from backend_params import backend_params
 from scipy import stats
 
 import fastdiff
@@ -83,21 +84,9 @@ def as_keys(seeds: list[int], device: str = "cpu") -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # Backends under test: every implementation on every device it runs on; missing ones are skipped.
 # ---------------------------------------------------------------------------------------------
-def _backend_params():
-    status = fastdiff.backends()
-    cuda = torch.cuda.is_available()
-    for backend, device in (("reference", "cpu"), ("reference", "cuda"), ("cpu", "cpu"), ("cuda", "cuda")):
-        if device == "cuda" and not cuda:
-            reason = "no CUDA device visible"
-        elif not status[backend].available:
-            reason = status[backend].reason
-        else:
-            reason = None
-        marks = [pytest.mark.skip(reason=f"{backend} on {device}: {reason}")] if reason else []
-        yield pytest.param(backend, device, id=f"{backend}-{device}", marks=marks)
 
 
-BACKENDS = list(_backend_params())
+BACKENDS = backend_params()
 parametrize_backends = pytest.mark.parametrize(("backend", "device"), BACKENDS)
 
 

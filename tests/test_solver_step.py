@@ -13,28 +13,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from backend_params import backend_params
 
 import fastdiff
 from fastdiff.noise import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw, solver_step
 from fastdiff.reference import solver_step as reference
 
-
-def _backend_params():
-    status = fastdiff.backends()
-    cuda = torch.cuda.is_available()
-    for backend, device in (("reference", "cpu"), ("reference", "cuda"), ("cpu", "cpu"), ("cuda", "cuda")):
-        if device == "cuda" and not cuda:
-            reason = "no CUDA device visible"
-        elif not status[backend].available:
-            reason = status[backend].reason
-        else:
-            reason = None
-        marks = [pytest.mark.skip(reason=f"{backend} on {device}: {reason}")] if reason else []
-        yield pytest.param(backend, device, id=f"{backend}-{device}", marks=marks)
-
-
-parametrize_backends = pytest.mark.parametrize(("backend", "device"), list(_backend_params()))
+parametrize_backends = pytest.mark.parametrize(("backend", "device"), backend_params())
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 DTYPE_IDS = ["float64", "float32", "float16", "bfloat16"]
 # Sizes around the CPU kernel's 1024-element chunks and its 2^15-element parallel threshold.
