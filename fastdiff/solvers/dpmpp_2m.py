@@ -23,7 +23,7 @@ class DPMpp2M(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = ctx.evaluate(x, sigma)
         if sigma_next == 0.0:
-            x_next = solver_step(x, [denoised], 0.0, [1.0], backend=ctx.backend)
+            x_next = denoised  # the step to sigma = 0 is the denoising step x = D
         else:
             h = math.log(sigma / sigma_next)
             weight = -math.expm1(-h)

@@ -29,7 +29,7 @@ class DPMpp3MSDE(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = ctx.evaluate(x, sigma)
         if sigma_next == 0.0:
-            x_next = solver_step(x, [denoised], 0.0, [1.0], backend=ctx.backend)
+            x_next = denoised  # the step to sigma = 0 is the denoising step x = D
             return StepOutput(x_next, denoised, x, sigma)
         h = math.log(sigma / sigma_next)
         h_eta = (1.0 + self.eta) * h

@@ -44,7 +44,7 @@ class SRK(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         if sigma_next == 0.0:
             denoised = ctx.evaluate(x, sigma)
-            return StepOutput(solver_step(x, [denoised], 0.0, [1.0], backend=ctx.backend), denoised, x, sigma)
+            return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
         h = math.log(sigma / sigma_next)
         theta = stage_fraction(h, self.theta) if self.previous is not None else 0.0
         k = multistep_form(h, theta)

@@ -23,7 +23,7 @@ class ExpEM(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = ctx.evaluate(x, sigma)
         if sigma_next == 0.0:
-            return StepOutput(solver_step(x, [denoised], 0.0, [1.0], backend=ctx.backend), denoised, x, sigma)
+            return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
         h = 0.5 * (math.log1p(sigma**2) - math.log1p(sigma_next**2))
         alpha, alpha_next = 1.0 / math.sqrt(1.0 + sigma**2), 1.0 / math.sqrt(1.0 + sigma_next**2)
         b = 2.0 * math.expm1(h) / (alpha * alpha_next * sigma**2)

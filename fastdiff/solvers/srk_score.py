@@ -32,7 +32,7 @@ class SRKScore(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = ctx.evaluate(x, sigma)
         if sigma_next == 0.0:
-            return StepOutput(solver_step(x, [denoised], 0.0, [1.0], backend=ctx.backend), denoised, x, sigma)
+            return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
         k = score_form(0.5 * (math.log1p(sigma**2) - math.log1p(sigma_next**2)))
         alpha, alpha_next = 1.0 / math.sqrt(1.0 + sigma**2), 1.0 / math.sqrt(1.0 + sigma_next**2)
         ch = k.c * k.h
