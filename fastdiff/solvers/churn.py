@@ -33,3 +33,11 @@ class Churn:
         sigma_hat = sigma * (gamma + 1.0)
         scale = self.s_noise * math.sqrt(sigma_hat**2 - sigma**2)
         return solver_step(x, [], 1.0, [], noise=[(scale, ctx.draw(i, stage=0))], backend=ctx.backend), sigma_hat
+
+
+class ChurnedSolver(Solver):
+    """Base of the step rules that take EDM's churn options (Euler, Heun)."""
+
+    def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0):
+        self.churn = Churn(s_churn, s_tmin, s_tmax, s_noise)
+        self.stochastic = self.churn.active

@@ -8,16 +8,12 @@ sigma_hat = (1 + gamma) sigma.
 from __future__ import annotations
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Solver, StepOutput
-from fastdiff.solvers.churn import Churn
+from fastdiff.solvers.base import StepOutput
+from fastdiff.solvers.churn import ChurnedSolver
 
 
-class Euler(Solver):
+class Euler(ChurnedSolver):
     name = "euler"
-
-    def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0):
-        self.churn = Churn(s_churn, s_tmin, s_tmax, s_noise)
-        self.stochastic = self.churn.active
 
     def step(self, ctx, i, x):
         x, sigma_hat = self.churn.apply(ctx, i, x)
