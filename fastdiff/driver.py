@@ -13,7 +13,7 @@ import torch
 from fastdiff.backends import BACKENDS
 from fastdiff.noise import CounterNoise, SamplerNoise, sample_seeds
 from fastdiff.progress import progress_range
-from fastdiff.solvers import StepContext, make_solver
+from fastdiff.solvers import StepContext, make_solver, run_step
 from fastdiff.validation import check_sample, check_sigmas
 
 Denoiser = Callable[..., torch.Tensor]
@@ -88,8 +88,8 @@ def sample(
         noise = CounterNoise(sample_seeds(seed, x.shape[0]), x.device, backend=backend)
     elif seed is not None:
         sample_seeds(seed, x.shape[0])  # validate even when unused, so a bad seed list never passes silently
+    evaluate = DenoiserCall(denoiser, x.dtype, extra_args)
     ctx = StepContext(
-        evaluate=DenoiserCall(denoiser, x.dtype, extra_args),
         sigmas=grid.detach().to("cpu", torch.float64).tolist(),
         sigmas_tensor=grid.to(work_dtype),
         noise=noise,
@@ -97,7 +97,7 @@ def sample(
     )
     state = x.to(work_dtype)
     for i in progress_range(len(ctx.sigmas) - 1, progress, desc=f"fastdiff {solver}"):
-        out = rule.step(ctx, i, state)
+        out = run_step(rule, ctx, i, state, evaluate)
         if callback is not None:
             callback({
                 "x": out.x_eval,

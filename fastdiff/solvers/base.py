@@ -1,9 +1,15 @@
 """What a solver is: a step rule turning (sigma, sigma_next, history) into host float64
-coefficients for `fastdiff.ops.solver_step`. The loop around it lives in `fastdiff.driver`."""
+coefficients for `fastdiff.ops.solver_step`. The loop around it lives in `fastdiff.driver`.
+
+A step is a generator: it yields an `Evaluation(x, sigma)` for every network evaluation it
+needs, receives D(x, sigma) back, and returns a `StepOutput`. The solver never calls the model,
+so the same step rule runs inside `fastdiff.sample`, where the driver answers the requests, and
+inside a diffusers pipeline, where the pipeline does (`fastdiff.integrations.diffusers`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,11 +23,9 @@ from fastdiff.ops.solver_step import NoiseDraw
 class StepContext:
     """Everything a step rule may use; built once per sampling run by the driver.
 
-    evaluate(x, sigma) -> D(x, sigma) in x's dtype (sigma a host float); `sigmas` is the grid as
-    host floats (float64), `sigmas_tensor` the same grid on the sample's device.
+    `sigmas` is the grid as host floats (float64), `sigmas_tensor` the same grid on the sample's device.
     """
 
-    evaluate: Callable[[torch.Tensor, float], torch.Tensor]
     sigmas: list[float]
     sigmas_tensor: torch.Tensor
     noise: NoiseSource | None
@@ -42,6 +46,14 @@ class StepContext:
         return NoiseDraw(self.noise, i, stage, s, s_next)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A step's request for D(x, sigma), sigma a host float; the answer comes back in x's dtype."""
+
+    x: torch.Tensor
+    sigma: float
+
+
 @dataclass
 class StepOutput:
     """The new state, plus what k-diffusion's callback reports for the step's first evaluation."""
@@ -59,7 +71,8 @@ class Solver:
     name: ClassVar[str]
     stochastic: bool = False
 
-    def step(self, ctx: StepContext, i: int, x: torch.Tensor) -> StepOutput:
+    def step(self, ctx: StepContext, i: int, x: torch.Tensor) -> Generator[Evaluation, torch.Tensor, StepOutput]:
+        """Step i from x at sigmas[i] to sigmas[i + 1]: yields evaluations, returns the new state."""
         raise NotImplementedError
 
     @staticmethod
@@ -75,3 +88,17 @@ class Solver:
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
         return value
+
+
+def run_step(
+    solver: Solver, ctx: StepContext, i: int, x: torch.Tensor, evaluate: Callable[[torch.Tensor, float], torch.Tensor]
+) -> StepOutput:
+    """Step i of `solver`, answering its evaluation requests with `evaluate(x, sigma)`."""
+    steps = solver.step(ctx, i, x)
+    answer = None
+    try:
+        while True:
+            request = steps.send(answer)
+            answer = evaluate(request.x, request.sigma)
+    except StopIteration as done:
+        return done.value

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Solver, StepOutput
+from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 
 
 class DPMpp2M(Solver):
@@ -21,7 +21,7 @@ class DPMpp2M(Solver):
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = ctx.evaluate(x, sigma)
+        denoised = yield Evaluation(x, sigma)
         if sigma_next == 0.0:
             x_next = denoised  # the step to sigma = 0 is the denoising step x = D
         else:

@@ -8,7 +8,7 @@ sigma_hat = (1 + gamma) sigma.
 from __future__ import annotations
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import StepOutput
+from fastdiff.solvers.base import Evaluation, StepOutput
 from fastdiff.solvers.churn import ChurnedSolver
 
 
@@ -17,7 +17,7 @@ class Euler(ChurnedSolver):
 
     def step(self, ctx, i, x):
         x, sigma_hat = self.churn.apply(ctx, i, x)
-        denoised = ctx.evaluate(x, sigma_hat)
+        denoised = yield Evaluation(x, sigma_hat)
         ratio = ctx.sigmas[i + 1] / sigma_hat
         x_next = solver_step(x, [denoised], ratio, [1.0 - ratio], backend=ctx.backend)
         return StepOutput(x_next, denoised, x, sigma_hat)

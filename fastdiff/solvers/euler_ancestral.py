@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Solver, StepOutput
+from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
@@ -33,7 +33,7 @@ class EulerAncestral(Solver):
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = ctx.evaluate(x, sigma)
+        denoised = yield Evaluation(x, sigma)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         ratio = sigma_down / sigma
         noise = [(self.s_noise * sigma_up, ctx.draw(i))] if self.stochastic and sigma_next > 0.0 else []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Solver, StepOutput
+from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 
 
 class EulerMaruyama(Solver):
@@ -22,7 +22,7 @@ class EulerMaruyama(Solver):
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = ctx.evaluate(x, sigma)
+        denoised = yield Evaluation(x, sigma)
         ratio = (sigma_next / sigma) ** 2
         delta = (sigma - sigma_next) * (sigma + sigma_next)
         noise = [(self.s_noise * math.sqrt(delta), ctx.draw(i))] if self.stochastic and sigma_next > 0.0 else []

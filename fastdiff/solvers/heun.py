@@ -9,7 +9,7 @@ sigma' = 0 is the Euler step x' = D (one evaluation), so a grid of n steps endin
 from __future__ import annotations
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import StepOutput
+from fastdiff.solvers.base import Evaluation, StepOutput
 from fastdiff.solvers.churn import ChurnedSolver
 
 
@@ -18,13 +18,13 @@ class Heun(ChurnedSolver):
 
     def step(self, ctx, i, x):
         x, sigma_hat = self.churn.apply(ctx, i, x)
-        denoised = ctx.evaluate(x, sigma_hat)
+        denoised = yield Evaluation(x, sigma_hat)
         sigma_next = ctx.sigmas[i + 1]
         ratio = sigma_next / sigma_hat
         x_euler = solver_step(x, [denoised], ratio, [1.0 - ratio], backend=ctx.backend)
         if sigma_next == 0.0:
             return StepOutput(x_euler, denoised, x, sigma_hat)
-        denoised_euler = ctx.evaluate(x_euler, sigma_next)
+        denoised_euler = yield Evaluation(x_euler, sigma_next)
         c = (sigma_hat - sigma_next) / (2.0 * sigma_next)
         x_next = solver_step(x, [denoised, denoised_euler], ratio, [1.0 - ratio - c, c], backend=ctx.backend)
         return StepOutput(x_next, denoised, x, sigma_hat)

@@ -14,7 +14,7 @@ step; ComfyUI's port replaces it by x' = D_i. The two differ by O(sigma_min) tim
 from __future__ import annotations
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Solver, StepOutput
+from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 
 ADAMS_BASHFORTH = (
     (1.0,),
@@ -35,7 +35,7 @@ class IPNDM(Solver):
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = ctx.evaluate(x, sigma)
+        denoised = yield Evaluation(x, sigma)
         points = [(x, denoised, sigma), *self.history]
         dt = sigma_next - sigma
         weights = [dt * w / s for w, (_, _, s) in zip(ADAMS_BASHFORTH[len(points) - 1], points, strict=True)]

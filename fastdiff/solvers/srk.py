@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Solver, StepOutput
+from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.solvers.srk_noise import step_draws
 from fastdiff.srk_coefficients import multistep_form, stage_fraction
 
@@ -43,19 +43,19 @@ class SRK(Solver):
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         if sigma_next == 0.0:
-            denoised = ctx.evaluate(x, sigma)
+            denoised = yield Evaluation(x, sigma)
             return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
         h = math.log(sigma / sigma_next)
         theta = stage_fraction(h, self.theta) if self.previous is not None else 0.0
         k = multistep_form(h, theta)
         if theta == 0.0:
-            return self._start_step(ctx, i, x, k)
+            return (yield from self._start_step(ctx, i, x, k))
         previous, lambda_prev = self.previous
         z1, z2 = step_draws(ctx, i)
         decay, rise = math.exp(-2.0 * theta * h), -math.expm1(-2.0 * theta * h)
         stage_x = solver_step(x, [previous], decay, [rise], noise=[(sigma * math.sqrt(k.stage_var), z1)], backend=ctx.backend)
         stage_lambda = -math.log(sigma) + theta * h
-        denoised = ctx.evaluate(stage_x, math.exp(-stage_lambda))
+        denoised = yield Evaluation(stage_x, math.exp(-stage_lambda))
         b = k.slope / (stage_lambda - lambda_prev)
         # N = x~ - decay x - rise D_prev enters the update through x~ (weight kappa), so z1 is drawn once
         kappa = math.exp(-2.0 * (1.0 - theta) * h) if self.coupled else 0.0
@@ -74,7 +74,7 @@ class SRK(Solver):
     def _start_step(self, ctx, i, x, k):
         """theta = 0: evaluate at the step start; DPM-Solver++(2M) SDE's midpoint step (first-order on the first step)."""
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = ctx.evaluate(x, sigma)
+        denoised = yield Evaluation(x, sigma)
         lam = -math.log(sigma)
         ks, bs = [denoised], [k.phi0]
         if self.previous is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Solver, StepOutput
+from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.solvers.srk_noise import step_draws
 from fastdiff.srk_coefficients import data_form
 
@@ -29,7 +29,7 @@ class SRKData(Solver):
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = ctx.evaluate(x, sigma)
+        denoised = yield Evaluation(x, sigma)
         if sigma_next == 0.0:
             return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
         k = data_form(math.log(sigma / sigma_next))
@@ -37,7 +37,7 @@ class SRKData(Solver):
         decay, rise = math.exp(-2.0 * k.c * k.h), -math.expm1(-2.0 * k.c * k.h)
         stage_gain = k.B * k.noise.stage_scale
         stage_x = solver_step(x, [denoised], decay, [rise], noise=[(stage_gain * sigma_next, z2)], backend=ctx.backend)
-        stage_denoised = ctx.evaluate(stage_x, sigma * math.exp(-k.c * k.h))
+        stage_denoised = yield Evaluation(stage_x, sigma * math.exp(-k.c * k.h))
         scale1, scale2 = k.noise.update_scales(self.coupled)
         kappa = scale2 / stage_gain
         x_next = solver_step(

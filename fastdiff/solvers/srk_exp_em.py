@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Solver, StepOutput
+from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 
 
 class ExpEM(Solver):
@@ -21,7 +21,7 @@ class ExpEM(Solver):
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = ctx.evaluate(x, sigma)
+        denoised = yield Evaluation(x, sigma)
         if sigma_next == 0.0:
             return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
         h = 0.5 * (math.log1p(sigma**2) - math.log1p(sigma_next**2))

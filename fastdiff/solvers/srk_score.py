@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Solver, StepOutput
+from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.solvers.srk_noise import step_draws
 from fastdiff.srk_coefficients import score_form
 
@@ -30,7 +30,7 @@ class SRKScore(Solver):
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = ctx.evaluate(x, sigma)
+        denoised = yield Evaluation(x, sigma)
         if sigma_next == 0.0:
             return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
         k = score_form(0.5 * (math.log1p(sigma**2) - math.log1p(sigma_next**2)))
@@ -44,7 +44,7 @@ class SRKScore(Solver):
         a_stage = (1.0 + ch) * alpha / alpha_stage - b_stage
         stage_gain = k.B * k.noise.stage_scale / alpha_stage
         stage_x = solver_step(x, [denoised], a_stage, [b_stage], noise=[(stage_gain, z2)], backend=ctx.backend)
-        stage_denoised = ctx.evaluate(stage_x, sigma_stage)
+        stage_denoised = yield Evaluation(stage_x, sigma_stage)
         # update: x' = x + 2 w0 (D - x)/(alpha alpha' sigma^2) + 2 w1 (D~ - x~)/(alpha~ alpha' sigma~^2) + xi1/alpha'
         b0 = 2.0 * k.w0 / (alpha * alpha_next * sigma**2)
         b1 = 2.0 * k.w1 / (alpha_stage * alpha_next * sigma_stage**2)
