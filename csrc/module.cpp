@@ -25,7 +25,8 @@ TORCH_LIBRARY(fastdiff, m) {
   // Standard normals [B, numel]: Philox4x32-10 keyed by keys[b], counter (e // 4, step, stage, stream), Box-Muller.
   m.set_python_module("fastdiff.ops.philox");
   m.def("philox_normal(Tensor keys, int numel, int step, int stage, int stream, ScalarType dtype) -> Tensor");
-  // a x + sum_i bs[i] ks[i] + sum_j cs[j] zs[j], in x's dtype.
+  // a x + sum_i bs[i] ks[i] + sum_d cs[d] z_d in x's dtype, z_d the standard normals of
+  // (keys[b], element, step, stage, stream) with draws = [step_0, stage_0, stream_0, step_1, ...].
   m.set_python_module("fastdiff.ops.solver_step");
-  m.def("solver_step(Tensor x, Tensor[] ks, float a, float[] bs, Tensor[] zs, float[] cs) -> Tensor");
+  m.def("solver_step(Tensor x, Tensor[] ks, float a, float[] bs, Tensor? keys, int[] draws, float[] cs) -> Tensor");
 }

@@ -12,8 +12,7 @@
 #include <cstdint>
 
 #include "common.h"
-#include "fast_math.h"
-#include "philox.h"
+#include "normal_block.h"
 
 #ifdef FASTDIFF_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
@@ -24,57 +23,8 @@
 namespace fastdiff {
 namespace {
 
-// Groups of four elements per inner block; each block runs three loops that vectorise:
-// Philox words, Box-Muller, interleaved store.
-constexpr int kBlock = 64;
 // The counter's element word is 32 bits: at most 2^32 groups of four per sample.
 constexpr int64_t kMaxNumel = int64_t(4) << 32;
-
-struct Block {
-  uint32_t w[4][kBlock];
-};
-
-// Words of groups g0 .. g0 + count - 1 (32-bit counter arithmetic, so the loop vectorises).
-FASTDIFF_MULTIVERSION void philox_block(uint32_t g0, int count, uint32_t step, uint32_t stage, uint32_t stream,
-                                        uint32_t k0, uint32_t k1, Block& words) {
-  for (int j = 0; j < count; ++j) {
-    const PhiloxWords r = philox4x32_10(g0 + static_cast<uint32_t>(j), step, stage, stream, k0, k1);
-    words.w[0][j] = r.r0;
-    words.w[1][j] = r.r1;
-    words.w[2][j] = r.r2;
-    words.w[3][j] = r.r3;
-  }
-}
-
-// z = sqrt(-2 log u0) (cos, sin)(2 pi u1), sqrt(-2 log u2) (cos, sin)(2 pi u3) in float32.
-FASTDIFF_MULTIVERSION void box_muller_block(const Block& words, int count, float z[4][kBlock]) {
-  for (int j = 0; j < count; ++j) {
-    const float rad_a = std::sqrt(-2.0f * log_positive(uniform_float(words.w[0][j])));
-    const float rad_b = std::sqrt(-2.0f * log_positive(uniform_float(words.w[2][j])));
-    float sin_a, cos_a, sin_b, cos_b;
-    sincos_turns(uniform_float(words.w[1][j]), &sin_a, &cos_a);
-    sincos_turns(uniform_float(words.w[3][j]), &sin_b, &cos_b);
-    z[0][j] = rad_a * cos_a;
-    z[1][j] = rad_a * sin_a;
-    z[2][j] = rad_b * cos_b;
-    z[3][j] = rad_b * sin_b;
-  }
-}
-
-// The same in float64 with libm, as the reference computes float64 output.
-inline void box_muller_block(const Block& words, int count, double z[4][kBlock]) {
-  constexpr double kTwoPi = 6.283185307179586;
-  for (int j = 0; j < count; ++j) {
-    const double rad_a = std::sqrt(-2.0 * std::log(uniform_double(words.w[0][j])));
-    const double rad_b = std::sqrt(-2.0 * std::log(uniform_double(words.w[2][j])));
-    const double ang_a = kTwoPi * uniform_double(words.w[1][j]);
-    const double ang_b = kTwoPi * uniform_double(words.w[3][j]);
-    z[0][j] = rad_a * std::cos(ang_a);
-    z[1][j] = rad_a * std::sin(ang_a);
-    z[2][j] = rad_b * std::cos(ang_b);
-    z[3][j] = rad_b * std::sin(ang_b);
-  }
-}
 
 // Box-Muller runs in IO::math_t: float64 for float64 output, float32 otherwise.
 template <typename IO>
@@ -89,12 +39,8 @@ void philox_normal_kernel(const int64_t* keys, int64_t batch, int64_t numel, uin
     const int64_t b = task / blocks_per_row;
     const int64_t g0 = (task - b * blocks_per_row) * kBlock;
     const int count = static_cast<int>(std::min<int64_t>(kBlock, groups - g0));
-    const auto seed = static_cast<uint64_t>(keys[b]);
-    Block words;
-    philox_block(static_cast<uint32_t>(g0), count, step, stage, stream, static_cast<uint32_t>(seed),
-                 static_cast<uint32_t>(seed >> 32), words);
     math_t z[4][kBlock];
-    box_muller_block(words, count, z);
+    normal_block(static_cast<uint32_t>(g0), count, step, stage, stream, static_cast<uint64_t>(keys[b]), z);
     typename IO::storage_t* dst = out + b * numel + 4 * g0;
     const int64_t valid = std::min<int64_t>(4 * static_cast<int64_t>(count), numel - 4 * g0);
     const int64_t full = valid / 4;

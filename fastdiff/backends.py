@@ -1,7 +1,8 @@
 """Which implementations of the fused primitives are usable here, and picking one.
 
 Backends: "reference" (pure PyTorch, any device, float64 capable), "cpu" (compiled C++
-extension), "cuda" (compiled extension built with CUDA), "triton" (Triton kernels on a GPU).
+extension), "cuda" (compiled extension built with CUDA), "triton" (Triton kernels on a GPU, or
+on CPU tensors under Triton's interpreter, TRITON_INTERPRET=1, which is slow and meant for tests).
 `"auto"` picks the fastest available one for a tensor's device; an explicitly requested
 backend that is unavailable raises and says what is missing, never falls back silently.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from dataclasses import dataclass
 
 import torch
@@ -48,10 +50,17 @@ def _status(name: str) -> BackendStatus:
     if name == "triton":
         if importlib.util.find_spec("triton") is None:
             return BackendStatus(False, "triton is not installed (pip install fastdiff[triton])")
+        if triton_interpreted():
+            return BackendStatus(True, "triton kernels in the interpreter (TRITON_INTERPRET=1), on CPU tensors")
         if not torch.cuda.is_available():
-            return BackendStatus(False, "triton is installed but no GPU is visible")
+            return BackendStatus(False, "triton is installed but no GPU is visible (TRITON_INTERPRET=1 runs it on CPU tensors)")
         return BackendStatus(True, "triton kernels available")
     raise ValueError(f"backend must be one of {BACKENDS} or 'auto', got {name!r}")
+
+
+def triton_interpreted() -> bool:
+    """Whether Triton kernels run in its interpreter on CPU tensors (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def backends() -> dict[str, BackendStatus]:
@@ -83,6 +92,9 @@ def resolve_backend(backend: str, device: torch.device, supported: tuple[str, ..
         raise RuntimeError(f"backend={backend!r} is unavailable: {status.reason}")
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"backend='cpu' needs CPU tensors, got tensors on {device}")
-    if backend in ("cuda", "triton") and device.type != "cuda":
+    if backend == "triton" and triton_interpreted():
+        if device.type != "cpu":
+            raise ValueError(f"backend='triton' under TRITON_INTERPRET=1 needs CPU tensors, got tensors on {device}")
+    elif backend in ("cuda", "triton") and device.type != "cuda":
         raise ValueError(f"backend={backend!r} needs CUDA tensors, got tensors on {device}")
     return backend

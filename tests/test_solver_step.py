@@ -205,8 +205,8 @@ def test_unsupported_backends_raise():
     x = torch.randn(2, 3)
     with pytest.raises(ValueError, match="backend"):
         solver_step(x, [x], 1.0, [1.0], backend="nope")
-    with pytest.raises(ValueError, match="triton"):
-        solver_step(x, [x], 1.0, [1.0], backend="triton")
+    with pytest.raises((RuntimeError, ValueError), match="triton"):  # unavailable, or not for meta tensors
+        solver_step(x.to("meta"), [x.to("meta")], 1.0, [1.0], backend="triton")
     with pytest.raises((RuntimeError, ValueError), match="cuda"):
         solver_step(x, [x], 1.0, [1.0], backend="cuda")
 
@@ -232,35 +232,52 @@ class TestCompiledOp:
 
     def test_op_checks_its_arguments(self):
         x = torch.randn(2, 3)
+        keys = torch.tensor([1, 2])
         with pytest.raises(ValueError, match=r"ks\[0\] has shape"):
-            self.op(x, [torch.randn(3, 2)], 1.0, [1.0], [], [])
-        with pytest.raises(ValueError, match=r"zs\[0\] has shape"):
-            self.op(x, [], 1.0, [], [torch.randn(6)], [1.0])
-        with pytest.raises(TypeError, match=r"zs\[0\] has dtype"):
-            self.op(x, [], 1.0, [], [x.half()], [1.0])
+            self.op(x, [torch.randn(3, 2)], 1.0, [1.0], None, [], [])
+        with pytest.raises(TypeError, match=r"ks\[0\] has dtype"):
+            self.op(x, [x.half()], 1.0, [1.0], None, [], [])
         with pytest.raises(ValueError, match="bs"):
-            self.op(x, [x], 1.0, [], [], [])
-        with pytest.raises(ValueError, match="cs"):
-            self.op(x, [], 1.0, [], [x], [])
+            self.op(x, [x], 1.0, [], None, [], [])
+        with pytest.raises(ValueError, match="triple"):
+            self.op(x, [], 1.0, [], keys, [0, 0], [1.0])
+        with pytest.raises(ValueError, match="need keys"):
+            self.op(x, [], 1.0, [], None, [0, 0, 0], [1.0])
+        with pytest.raises(ValueError, match="keys must have shape"):
+            self.op(x, [], 1.0, [], torch.tensor([1, 2, 3]), [0, 0, 0], [1.0])
+        with pytest.raises(TypeError, match="keys must be int64"):
+            self.op(x, [], 1.0, [], keys.int(), [0, 0, 0], [1.0])
+        with pytest.raises(ValueError, match="32-bit"):
+            self.op(x, [], 1.0, [], keys, [0, -1, 0], [1.0])
+        with pytest.raises(ValueError, match="at most 4"):
+            self.op(x, [], 1.0, [], keys, [0, 0, 0] * 5, [1.0] * 5)
         with pytest.raises(TypeError, match="x must be"):
-            self.op(x.int(), [], 1.0, [], [], [])
+            self.op(x.int(), [], 1.0, [], None, [], [])
 
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
     def test_opcheck(self, dtype):
-        x, k, z = (torch.randn(3, 5, dtype=dtype) for _ in range(3))
-        torch.library.opcheck(torch.ops.fastdiff.solver_step, (x, [k, k.t().contiguous().t()], 0.5, [1.5, -2.0], [z], [0.25]))
+        x, k = (torch.randn(3, 5, dtype=dtype) for _ in range(2))
+        keys = torch.tensor([5, -7, 2**40])
+        args = (x, [k, k.t().contiguous().t()], 0.5, [1.5, -2.0], keys, [3, 0, 0, 3, 1, 0], [0.25, -0.5])
+        torch.library.opcheck(torch.ops.fastdiff.solver_step, args)
+        torch.library.opcheck(torch.ops.fastdiff.solver_step, (x, [k], 0.5, [1.5], None, [], []))
 
     def test_gradients(self):
-        x, k, z = (torch.randn(4, 6, dtype=torch.float64, requires_grad=True) for _ in range(3))
-        torch.autograd.gradcheck(lambda x, k, z: self.op(x, [k], 0.3, [-1.7], [z], [0.9]), (x, k, z))
+        x, k = (torch.randn(4, 6, dtype=torch.float64, requires_grad=True) for _ in range(2))
+        keys = torch.tensor([1, 2, 3, 4])
+        torch.autograd.gradcheck(lambda x, k: self.op(x, [k], 0.3, [-1.7], keys, [0, 1, 0], [0.9]), (x, k))
         out = solver_step(x, [k], 0.3, [-1.7], backend="cpu")
         out.sum().backward()
         torch.testing.assert_close(x.grad, torch.full_like(x, 0.3))
         torch.testing.assert_close(k.grad, torch.full_like(k, -1.7))
 
     def test_compiles_without_graph_breaks(self):
+        source = CounterNoise([3, 1, 4], torch.device("cpu"))
+        sigma = torch.tensor(1.0)
+
         def step(x, k):
-            return solver_step(x * 2.0, [k], 0.5, [math.pi], backend="auto") + 1.0
+            noise = [(0.1, NoiseDraw(source, 2, 0, sigma, sigma))]
+            return solver_step(x * 2.0, [k], 0.5, [math.pi], noise=noise, backend="auto") + 1.0
 
         x, k = torch.randn(3, 8), torch.randn(3, 8)
         compiled = torch.compile(step, backend="aot_eager", fullgraph=True)

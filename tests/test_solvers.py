@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 
+from backend_params import backend_device_pairs
+
 import fastdiff
 from fastdiff import sampling
 from fastdiff.solvers import make_solver
@@ -132,7 +134,7 @@ def test_batch_invariance_with_seed_lists(name):
         assert torch.equal(alone[0], batch[b])
 
 
-BACKENDS = [("cpu", "cpu"), ("cuda", "cuda"), ("cuda", "triton")]
+BACKENDS = [(device, backend) for backend, device in backend_device_pairs() if backend != "reference"]
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])

@@ -17,9 +17,24 @@ enum class DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3
 cudaError_t launch_philox_normal(const int64_t* keys, int64_t batch, int64_t numel, uint32_t step, uint32_t stage,
                                  uint32_t stream, DType dtype, void* out, cudaStream_t cuda_stream);
 
-// out[i] = a x[i] + sum_t coefs[t] terms[t][i] for i < n, all buffers dense with one shared
-// layout and dtype `dtype`; float16/bfloat16 are computed in float32, float64 in float64.
+// Counter-based Gaussians added by a solver step: z_d(b, e) is the standard normal of element e
+// of sample b for seed keys[b] at (step[d], stage[d], stream[d]) (csrc/philox.h), the same
+// function as fastdiff.reference.philox.philox_normal. At most kMaxDraws per step.
+constexpr int kMaxDraws = 4;
+struct NoiseDraws {
+  int count;
+  uint32_t step[kMaxDraws];
+  uint32_t stage[kMaxDraws];
+  uint32_t stream[kMaxDraws];
+  double coef[kMaxDraws];
+};
+
+// out[i] = a x[i] + sum_t coefs[t] terms[t][i] + sum_d draws.coef[d] z_d(b, e), for the
+// row-major [batch, per_sample] layout i = b per_sample + e. Every buffer is dense, row-major and
+// of dtype `dtype`; keys is int64 [batch] (unused when draws.count == 0). float16/bfloat16 are
+// computed in float32, float64 in float64 (its Gaussians too).
 cudaError_t launch_solver_step(const void* x, double a, const void* const* terms, const double* coefs, int num_terms,
-                               int64_t n, DType dtype, void* out, cudaStream_t cuda_stream);
+                               const int64_t* keys, const NoiseDraws& draws, int64_t batch, int64_t per_sample,
+                               DType dtype, void* out, cudaStream_t cuda_stream);
 
 }  // namespace fastdiff

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "../philox.h"
+#include "box_muller.cuh"
 #include "launchers.h"
 
 namespace fastdiff {
@@ -15,31 +16,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65536;
-
-// z0..z3 = sqrt(-2 log u0) (cos, sin)(2 pi u1), sqrt(-2 log u2) (cos, sin)(2 pi u3).
-__device__ __forceinline__ void box_muller(const PhiloxWords& w, float z[4]) {
-  const float rad_a = sqrtf(-2.0f * logf(uniform_float(w.r0)));
-  const float rad_b = sqrtf(-2.0f * logf(uniform_float(w.r2)));
-  float sin_a, cos_a, sin_b, cos_b;
-  sincospif(2.0f * uniform_float(w.r1), &sin_a, &cos_a);
-  sincospif(2.0f * uniform_float(w.r3), &sin_b, &cos_b);
-  z[0] = rad_a * cos_a;
-  z[1] = rad_a * sin_a;
-  z[2] = rad_b * cos_b;
-  z[3] = rad_b * sin_b;
-}
-
-__device__ __forceinline__ void box_muller(const PhiloxWords& w, double z[4]) {
-  const double rad_a = sqrt(-2.0 * log(uniform_double(w.r0)));
-  const double rad_b = sqrt(-2.0 * log(uniform_double(w.r2)));
-  double sin_a, cos_a, sin_b, cos_b;
-  sincospi(2.0 * uniform_double(w.r1), &sin_a, &cos_a);
-  sincospi(2.0 * uniform_double(w.r3), &sin_b, &cos_b);
-  z[0] = rad_a * cos_a;
-  z[1] = rad_a * sin_a;
-  z[2] = rad_b * cos_b;
-  z[3] = rad_b * sin_b;
-}
 
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(double* p, double v) { *p = v; }

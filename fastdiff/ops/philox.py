@@ -1,7 +1,7 @@
 """Counter-based standard normals (`fastdiff.reference.philox` defines the function), by backend.
 
 Backends: "reference" (PyTorch), "cpu" and "cuda" (the compiled `torch.ops.fastdiff.philox_normal`,
-one Philox4x32-10 block per four elements). They agree bit for bit in the Philox words and up to
+one Philox4x32-10 block per four elements), "triton" (`torch.ops.fastdiff.philox_normal_triton`). They agree bit for bit in the Philox words and up to
 float rounding of log/sqrt/sin/cos in the normals: float32 normals lie within 2e-6 of float64
 Box-Muller on the same words (the reference's float32 angle 2 pi u costs it up to 1.6e-6; the CPU
 kernel reduces the angle exactly and stays within 6e-7). "auto" takes the compiled kernel of the
@@ -16,7 +16,7 @@ from fastdiff import _extension
 from fastdiff.backends import resolve_backend
 from fastdiff.reference import philox as reference
 
-SUPPORTED_BACKENDS = ("reference", "cpu", "cuda")
+SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
 # The counter's element word is 32 bits wide and counts groups of four elements.
 MAX_NUMEL = 4 << 32
 _MASK32 = 0xFFFFFFFF
@@ -47,7 +47,20 @@ def philox_normal(
     chosen = resolve_backend(backend, keys.device, SUPPORTED_BACKENDS)
     if chosen == "reference":
         return reference.philox_normal(keys, numel, step, stage, stream, dtype)
-    return torch.ops.fastdiff.philox_normal(keys, numel, step & _MASK32, stage & _MASK32, stream & _MASK32, dtype)
+    op = torch.ops.fastdiff.philox_normal_triton if chosen == "triton" else torch.ops.fastdiff.philox_normal
+    return op(keys, numel, step & _MASK32, stage & _MASK32, stream & _MASK32, dtype)
+
+
+@torch.library.custom_op("fastdiff::philox_normal_triton", mutates_args=())
+def _philox_normal_triton(keys: torch.Tensor, numel: int, step: int, stage: int, stream: int, dtype: torch.dtype) -> torch.Tensor:
+    from fastdiff.kernels import philox as kernels
+
+    return kernels.philox_normal(keys.contiguous(), numel, step, stage, stream, dtype)
+
+
+@_philox_normal_triton.register_fake
+def _philox_normal_triton_fake(keys, numel, step, stage, stream, dtype):
+    return keys.new_empty((keys.shape[0], numel), dtype=dtype)
 
 
 if _extension.loaded():

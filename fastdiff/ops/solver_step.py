@@ -1,14 +1,20 @@
-"""The generic solver step `x' = a x + sum_i b_i k_i + sum_j c_j z_j`, dispatched by backend.
+"""The generic solver step `x' = a x + sum_i b_i k_i + sum_d c_d z_d`, dispatched by backend.
 
-Every solver in `fastdiff.solvers` expresses its update through this one primitive, with the
+Every solver in `fastdiff.solvers` expresses its updates through this one primitive, with the
 scalars computed on the host in float64. Noise enters as `NoiseDraw` requests rather than
-tensors so that a fused backend can generate the Gaussians in registers.
+tensors: a draw from the counter stream (`CounterNoise`) becomes (keys, step, stage, stream)
+and the fused backends generate its Gaussians in registers, so the step reads each operand once,
+writes once and never stores the noise. Other noise (a user's `noise_sampler`) is materialized and
+enters as one more stage tensor.
 
-Backends: "reference" (PyTorch), "cpu" and "cuda" (the compiled `torch.ops.fastdiff.solver_step`:
-one pass over memory, float16/bfloat16 added in float32). "auto" takes the compiled kernel of x's
-device when it is built (float64 included). Coefficients are host numbers, never tensors, so a
-step never syncs with the device. The compiled op is differentiable: the step is linear, so its
-gradients are `a g`, `b_i g` and `c_j g`.
+Backends: "reference" (PyTorch), "cpu" and "cuda" (the compiled `torch.ops.fastdiff.solver_step`),
+"triton" (`torch.ops.fastdiff.solver_step_triton`, kernels/solver_step.py). float16/bfloat16 are
+added in float32 by the fused backends. "auto" takes the compiled kernel of x's device when it is
+built. Coefficients are host numbers, never tensors, so a step never syncs with the device. The
+fused ops are differentiable: the step is linear, so its gradients are `a g` and `b_i g`.
+
+Output layout: row-major when there is counter noise (the Gaussians follow the element order);
+otherwise the compiled ops keep a dense x's layout (channels-last stays channels-last).
 """
 
 from __future__ import annotations
@@ -21,10 +27,14 @@ import torch
 
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
+from fastdiff.noise import CounterNoise
 from fastdiff.reference import solver_step as reference
 from fastdiff.validation import FLOAT_DTYPES
 
-SUPPORTED_BACKENDS = ("reference", "cpu", "cuda")
+SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
+# Counter draws generated inside one fused step; further draws are materialized.
+MAX_DRAWS = 4
+_MASK32 = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,13 @@ def _check_operands(x: torch.Tensor, ks: Sequence[torch.Tensor], a: float, bs: S
             raise TypeError(f"stage tensor ks[{i}] has dtype {k.dtype}, expected x's dtype {x.dtype}")
 
 
+def _check_keys(keys: torch.Tensor, x: torch.Tensor) -> None:
+    if x.ndim < 1 or keys.shape != (x.shape[0],):
+        raise ValueError(f"noise for x of shape {tuple(x.shape)} needs one seed per sample, got {tuple(keys.shape)} keys")
+    if keys.device != x.device:
+        raise ValueError(f"noise keys are on {keys.device}, expected x's device {x.device}")
+
+
 def solver_step(
     x: torch.Tensor,
     ks: Sequence[torch.Tensor],
@@ -72,31 +89,82 @@ def solver_step(
     noise: Sequence[tuple[float, NoiseDraw]] = (),
     backend: str = "auto",
 ) -> torch.Tensor:
-    """`a x + sum_i b_i ks[i] + sum_j c_j z_j`, with `z_j` the Gaussians requested by `noise`."""
+    """`a x + sum_i b_i ks[i] + sum_j c_j z_j`, with `z_j` the Gaussians requested by `noise` as (c_j, draw)."""
     _check_operands(x, ks, a, bs)
     cs = [_check_coefficient(f"noise[{j}] coefficient", c) for j, (c, _) in enumerate(noise)]
     chosen = resolve_backend(backend, x.device, SUPPORTED_BACKENDS)
-    zs = [(c, draw.materialize(x)) for c, (_, draw) in zip(cs, noise, strict=True) if c != 0.0]
+    ks, bs = list(ks), [float(b) for b in bs]
+    keys, draws, draw_cs = None, [], []
+    for c, (_, draw) in zip(cs, noise, strict=True):
+        if c == 0.0:
+            continue
+        source = draw.source
+        fused = isinstance(source, CounterNoise) and len(draws) < MAX_DRAWS and (keys is None or source.keys is keys)
+        if fused:
+            keys = source.keys
+            _check_keys(keys, x)
+            draws.append((draw.step & _MASK32, draw.stage & _MASK32, source.stream & _MASK32))
+            draw_cs.append(c)
+        else:
+            ks.append(draw.materialize(x))
+            bs.append(c)
     if chosen == "reference":
-        return reference.solver_step(x, ks, a, bs, zs)
-    return torch.ops.fastdiff.solver_step(
-        x, list(ks), float(a), [float(b) for b in bs], [z for _, z in zs], [c for c, _ in zs]
+        return reference.solver_step(x, ks, float(a), bs, keys, draws, draw_cs)
+    words = [w for draw in draws for w in draw]
+    op = torch.ops.fastdiff.solver_step_triton if chosen == "triton" else torch.ops.fastdiff.solver_step
+    return op(x, ks, float(a), bs, keys, words, draw_cs)
+
+
+@torch.library.custom_op("fastdiff::solver_step_triton", mutates_args=())
+def _solver_step_triton(
+    x: torch.Tensor,
+    ks: list[torch.Tensor],
+    a: float,
+    bs: list[float],
+    keys: torch.Tensor | None,
+    draws: list[int],
+    cs: list[float],
+) -> torch.Tensor:
+    from fastdiff.kernels import solver_step as kernels
+
+    terms = [(b, k.contiguous()) for b, k in zip(bs, ks, strict=True) if b != 0.0]
+    triples = [tuple(draws[3 * d : 3 * d + 3]) for d in range(len(cs))]
+    kept = [(c, t) for c, t in zip(cs, triples, strict=True) if c != 0.0]
+    return kernels.solver_step(
+        x.contiguous(),
+        [k for _, k in terms],
+        a,
+        [b for b, _ in terms],
+        None if keys is None else keys.contiguous(),
+        [t for _, t in kept],
+        [c for c, _ in kept],
     )
 
+
+@_solver_step_triton.register_fake
+def _solver_step_triton_fake(x, ks, a, bs, keys, draws, cs):
+    return x.new_empty(x.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    _, _, ctx.a, ctx.bs, _, ctx.draws, ctx.cs = inputs
+
+
+def _backward(ctx, grad):
+    # No gradient for the coefficients, keys or draws: None, or [] where a list argument was empty
+    # (an empty list is read as an empty list of tensors).
+    def nothing(values):
+        return None if values else []
+
+    return grad * ctx.a, [grad * b for b in ctx.bs], None, nothing(ctx.bs), None, nothing(ctx.draws), nothing(ctx.cs)
+
+
+torch.library.register_autograd("fastdiff::solver_step_triton", _backward, setup_context=_setup_context)
 
 if _extension.loaded():
 
     @torch.library.register_fake("fastdiff::solver_step")
-    def _solver_step_fake(x, ks, a, bs, zs, cs):
-        return torch.empty_like(x)
-
-    def _setup_context(ctx, inputs, output):
-        _, _, ctx.a, ctx.bs, _, ctx.cs = inputs
-
-    def _backward(ctx, grad):
-        # No gradient for the coefficients: None, or [] where the float list was empty (an empty
-        # list is read as an empty list of tensors).
-        no_bs, no_cs = (None if ctx.bs else []), (None if ctx.cs else [])
-        return grad * ctx.a, [grad * b for b in ctx.bs], None, no_bs, [grad * c for c in ctx.cs], no_cs
+    def _solver_step_fake(x, ks, a, bs, keys, draws, cs):
+        return x.new_empty(x.shape) if cs else torch.empty_like(x)
 
     torch.library.register_autograd("fastdiff::solver_step", _backward, setup_context=_setup_context)
