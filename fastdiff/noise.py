@@ -71,7 +71,11 @@ def seeds_to_keys(seeds: Sequence[int], device: torch.device) -> torch.Tensor:
 
 
 class NoiseSource:
-    """Standard normal noise shaped like the sampler state."""
+    """Standard normal noise shaped like the sampler state. `replayable`: drawing the same
+    (step, stage) twice gives the same Gaussians at no extra cost, so a fused step may
+    regenerate noise instead of reading a tensor that contains it."""
+
+    replayable = False
 
     def draw(self, like: torch.Tensor, step: int, stage: int, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -79,6 +83,8 @@ class NoiseSource:
 
 class CounterNoise(NoiseSource):
     """Counter-based Gaussians: stage `stage` of step `step` for every sample's seed."""
+
+    replayable = True
 
     def __init__(self, seeds: Sequence[int], device: torch.device, backend: str = "auto", stream: int = STREAM_SOLVER):
         self.seeds = list(seeds)

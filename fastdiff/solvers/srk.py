@@ -15,7 +15,9 @@ targets with uniform log-sigma steps changes sign at theta ~ 0.087 (measured, be
 default 0.085. For steps with h >= 1.5 the stage falls back to the step start (`stage_fraction`), where the
 step is DPM-Solver++(2M) SDE's midpoint step, the most robust at very large steps; `theta=0` is that sampler.
 The first step has no D_prev and evaluates at its start (first-order exponential step); the step to
-sigma' = 0 is the denoising step x' = D(x, sigma). `coupled=False` draws N independent of the step's noise
+sigma' = 0 is the denoising step x' = D(x, sigma). With counter noise the update regenerates z1 in the fused
+kernel (N = sigma sqrt(stage_var) z1) rather than reading x~, so it reads x, D~ and D_prev only; a noise_sampler's
+z1 is drawn once and N enters through x~. `coupled=False` draws N independent of the step's noise
 (same variances): the ablation. The callback reports the step's start (x, sigma) and its one evaluation D~.
 """
 
@@ -57,17 +59,17 @@ class SRK(Solver):
         stage_lambda = -math.log(sigma) + theta * h
         denoised = yield Evaluation(stage_x, math.exp(-stage_lambda))
         b = k.slope / (stage_lambda - lambda_prev)
-        # N = x~ - decay x - rise D_prev enters the update through x~ (weight kappa), so z1 is drawn once
+        # The update's noise is kappa N + R, N = x~ - decay x - rise D_prev the stage's own noise.
         kappa = math.exp(-2.0 * (1.0 - theta) * h) if self.coupled else 0.0
         rest = k.rest_var if self.coupled else k.phi0
-        x_next = solver_step(
-            x,
-            [denoised, previous, stage_x],
-            math.exp(-2.0 * h) - kappa * decay,
-            [k.phi0 + b, -b - kappa * rise, kappa],
-            noise=[(sigma_next * math.sqrt(rest), z2)],
-            backend=ctx.backend,
-        )
+        noise_rest = (sigma_next * math.sqrt(rest), z2)
+        if ctx.noise.replayable:  # regenerate z1 in the kernel: reads x, D~, D_prev only
+            ks, bs = [denoised, previous], [k.phi0 + b, -b]
+            noise = [(kappa * sigma * math.sqrt(k.stage_var), z1), noise_rest]
+            x_next = solver_step(x, ks, math.exp(-2.0 * h), bs, noise=noise, backend=ctx.backend)
+        else:  # a noise_sampler's z1 is drawn once: N enters through x~
+            ks, bs = [denoised, previous, stage_x], [k.phi0 + b, -b - kappa * rise, kappa]
+            x_next = solver_step(x, ks, math.exp(-2.0 * h) - kappa * decay, bs, noise=[noise_rest], backend=ctx.backend)
         self.previous = (denoised, stage_lambda)
         return StepOutput(x_next, denoised, x, sigma)
 
