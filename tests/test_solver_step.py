@@ -18,6 +18,7 @@ from backend_params import backend_params
 import fastdiff
 from fastdiff.noise import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw, solver_step
+from fastdiff.reference import philox as philox_reference
 from fastdiff.reference import solver_step as reference
 
 parametrize_backends = pytest.mark.parametrize(("backend", "device"), backend_params())
@@ -146,6 +147,104 @@ def test_with_counter_noise(backend, device, dtype):
     zs = [d.materialize(x) for d in draws]
     assert not torch.equal(zs[0], zs[1])
     check_against_float64(out, x, ks, a, [b0, b1], zs, [c0, c1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Gaussians generated in the kernel from the counter stream.
+# ---------------------------------------------------------------------------------------------
+# Tolerance of a fused step with noise against float64 arithmetic on float64 Gaussians: the
+# result's rounding plus float32 Box-Muller (within 2e-6 of float64 on the same Philox words).
+NOISE_TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def draws_for(source: CounterNoise, count: int) -> list[NoiseDraw]:
+    sigma = torch.tensor(1.0)
+    return [NoiseDraw(source, 7 + d, d % 3, sigma, sigma) for d in range(count)]
+
+
+def exact_with_noise(x, ks, a, bs, source, draws, cs) -> torch.Tensor:
+    """The step in float64, with the float64 reference Gaussians of each draw."""
+    per_sample = x[0].numel()
+    keys = source.keys.cpu()
+    zs = [philox_reference.philox_normal(keys, per_sample, d.step, d.stage, source.stream, torch.float64) for d in draws]
+    return exact(x.cpu(), [k.cpu() for k in ks], a, bs, [z.view(x.shape) for z in zs], cs)
+
+
+@parametrize_backends
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("per_sample", [1, 7, 1023, 4097])
+@pytest.mark.parametrize("num_draws", [1, 2, 4])
+def test_fused_noise_matches_float64(backend, device, dtype, per_sample, num_draws):
+    g = torch.Generator().manual_seed(per_sample * 10 + num_draws)
+    shape = (3, per_sample)
+    x = fresh(shape, dtype, device, g)
+    ks = [fresh(shape, dtype, device, g) for _ in range(2)]
+    a, *coefs = coefficients(3 + num_draws, g)
+    bs, cs = coefs[:2], coefs[2:]
+    source = CounterNoise([5, 2**63 + 17, 123456789], torch.device(device))
+    draws = draws_for(source, num_draws)
+    poison_allocator(x)
+    out = solver_step(x, ks, a, bs, noise=list(zip(cs, draws, strict=True)), backend=backend)
+    assert out.shape == x.shape and out.dtype == dtype and torch.isfinite(out).all()
+    expected = exact_with_noise(x, ks, a, bs, source, draws, cs)
+    tol = NOISE_TOL[dtype]
+    torch.testing.assert_close(out.cpu().double(), expected, rtol=tol, atol=tol * float(expected.abs().max()))
+
+
+@parametrize_backends
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_fused_noise_on_strided_and_channels_last_inputs(backend, device, dtype):
+    """The Gaussians follow the logical (row-major) element order whatever the operands' layout."""
+    g = torch.Generator().manual_seed(11)
+    x = fresh((2, 3, 5, 7), dtype, device, g).contiguous(memory_format=torch.channels_last)
+    k = fresh((2, 7, 5, 3), dtype, device, g).permute(0, 3, 2, 1)
+    source = CounterNoise([9, 10], torch.device(device))
+    draws = draws_for(source, 2)
+    out = solver_step(x, [k], 0.5, [-1.5], noise=[(0.75, draws[0]), (-0.25, draws[1])], backend=backend)
+    expected = exact_with_noise(x, [k], 0.5, [-1.5], source, draws, [0.75, -0.25])
+    tol = NOISE_TOL[dtype]
+    torch.testing.assert_close(out.cpu().double(), expected, rtol=tol, atol=tol * float(expected.abs().max()))
+
+
+@parametrize_backends
+def test_more_draws_than_a_kernel_takes(backend, device):
+    """Draws beyond MAX_DRAWS, or from a second stream of other keys, are materialized: same result."""
+    g = torch.Generator().manual_seed(12)
+    x = fresh((2, 33), torch.float64, device, g)
+    source = CounterNoise([1, 2], torch.device(device))
+    other = CounterNoise([3, 4], torch.device(device))
+    draws = draws_for(source, 6)
+    cs = coefficients(6, g)
+    out = solver_step(x, [], 1.0, [], noise=list(zip(cs, draws, strict=True)), backend=backend)
+    torch.testing.assert_close(out.cpu(), exact_with_noise(x, [], 1.0, [], source, draws, cs), rtol=1e-12, atol=1e-12)
+    mixed = solver_step(x, [], 1.0, [], noise=[(0.5, draws[0]), (0.5, draws_for(other, 1)[0])], backend=backend)
+    expected = exact_with_noise(x, [], 1.0, [], source, draws[:1], [0.5]) + 0.5 * other.draw(x, 7, 0).cpu()
+    torch.testing.assert_close(mixed.cpu(), expected, rtol=1e-12, atol=1e-12)
+
+
+@parametrize_backends
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+def test_fused_noise_is_deterministic_and_batch_invariant(backend, device, dtype):
+    g = torch.Generator().manual_seed(13)
+    seeds = [2**64 - 1, 0, 77, 2**40 + 3]
+    x = fresh((4, 3, 37), dtype, device, g)
+    k = fresh((4, 3, 37), dtype, device, g)
+    draws = draws_for(CounterNoise(seeds, torch.device(device)), 2)
+    noise = [(0.3, draws[0]), (-1.1, draws[1])]
+    first = solver_step(x, [k], 0.9, [0.2], noise=noise, backend=backend)
+    assert torch.equal(first, solver_step(x, [k], 0.9, [0.2], noise=noise, backend=backend))
+    for b, seed in enumerate(seeds):
+        alone = draws_for(CounterNoise([seed], torch.device(device)), 2)
+        single = solver_step(x[b : b + 1], [k[b : b + 1]], 0.9, [0.2], noise=[(0.3, alone[0]), (-1.1, alone[1])], backend=backend)
+        assert torch.equal(single[0], first[b])
+
+
+@parametrize_backends
+def test_noise_keys_must_match_the_batch(backend, device):
+    x = torch.randn(3, 4, device=device)
+    draw = draws_for(CounterNoise([1, 2], torch.device(device)), 1)[0]
+    with pytest.raises(ValueError, match="one seed per sample"):
+        solver_step(x, [], 1.0, [], noise=[(1.0, draw)], backend=backend)
 
 
 @parametrize_backends
