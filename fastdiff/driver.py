@@ -14,7 +14,7 @@ from fastdiff.backends import BACKENDS
 from fastdiff.noise import CounterNoise, SamplerNoise, sample_seeds
 from fastdiff.progress import progress_range
 from fastdiff.solvers import StepContext, make_solver, run_step
-from fastdiff.validation import check_sample, check_sigmas
+from fastdiff.validation import check_grid, check_sample
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -74,7 +74,7 @@ def sample(
     Returns the sample in `x`'s dtype.
     """
     check_sample(x)
-    grid = check_sigmas(sigmas, x.device)
+    host_grid, grid = check_grid(sigmas, x.device)
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
     if callback is not None and not callable(callback):
@@ -90,7 +90,7 @@ def sample(
         sample_seeds(seed, x.shape[0])  # validate even when unused, so a bad seed list never passes silently
     evaluate = DenoiserCall(denoiser, x.dtype, extra_args)
     ctx = StepContext(
-        sigmas=grid.detach().to("cpu", torch.float64).tolist(),
+        sigmas=host_grid,
         sigmas_tensor=grid.to(work_dtype),
         noise=noise,
         backend=backend,

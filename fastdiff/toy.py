@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastdiff.validation import FLOAT_DTYPES, check_positive_int
+from fastdiff.validation import FLOAT_DTYPES, check_positive_int, values_checkable
 
 Sigma = float | torch.Tensor
 
@@ -344,7 +344,7 @@ class GaussianMixture:
         if s.ndim > 1 or (s.ndim == 1 and s.shape[0] not in (1, batch)):
             raise ValueError(f"{name} must be a float, a 0-d tensor or a [B] = [{batch}] tensor, got shape {tuple(s.shape)}")
         s = s.reshape(-1)
-        if not bool((torch.isfinite(s) & (s >= 0)).all()):
+        if values_checkable(s) and not bool((torch.isfinite(s) & (s >= 0)).all()):
             raise ValueError(f"{name} must be finite and non-negative, got {s.min().item():g}..{s.max().item():g}")
         return s
 

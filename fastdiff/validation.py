@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -9,49 +11,79 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def values_checkable(t: torch.Tensor) -> bool:
+    """Whether a check may read tensor values on the host: not while torch.compile traces (it would
+    break the graph) nor while a CUDA graph captures (a sync is illegal there)."""
+    if torch.compiler.is_compiling():
+        return False
+    return not (t.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
 def check_sample(x: object, name: str = "x") -> torch.Tensor:
-    """A floating-point `[B, ...]` tensor with finite entries (one host sync, before any loop)."""
+    """A floating-point `[B, ...]` tensor with finite entries (one host sync, before any loop;
+    skipped under torch.compile and CUDA graph capture, see `values_checkable`)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape [B, ...], got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), got {x.dtype}")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"{name} must have shape [B, ...] with B >= 1, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
+    if values_checkable(x) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return x
 
 
 def check_sigmas(sigmas: object, device: torch.device, name: str = "sigmas") -> torch.Tensor:
+    """The checked grid as a tensor on `device` (see `check_grid`)."""
+    return check_grid(sigmas, device, name)[1]
+
+
+def check_grid(sigmas: object, device: torch.device, name: str = "sigmas") -> tuple[list[float], torch.Tensor]:
     """A 1-D, finite, non-negative, strictly decreasing grid of at least two entries.
 
-    Returns it as a tensor on `device` (float64 when given as a Python sequence). A tensor on
-    another device than the sample is an error, not a silent copy.
+    Returns (the grid as host floats, the grid as a tensor on `device`: float64 when given as a
+    Python sequence). A tensor is read to the host once (one sync); a sequence of floats needs no
+    sync, which is what torch.compile and CUDA graph capture want. A tensor on another device than
+    the sample is an error, not a silent copy.
     """
     if isinstance(sigmas, torch.Tensor):
         if sigmas.device != device:
             raise ValueError(f"{name} is on {sigmas.device} but x is on {device}; put both on the same device")
         if not sigmas.dtype.is_floating_point:
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {sigmas.dtype}")
-        grid = sigmas
+        if sigmas.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {tuple(sigmas.shape)}")
+        if not values_checkable(sigmas):
+            raise ValueError(f"{name} must be a list of floats under torch.compile or CUDA graph capture (a tensor needs a host sync)")
+        host, grid = sigmas.detach().to("cpu", torch.float64).tolist(), sigmas
     elif isinstance(sigmas, Sequence) and not isinstance(sigmas, str):
-        grid = torch.as_tensor([float(s) for s in sigmas], dtype=torch.float64, device=device)
+        host = [_as_float(s, name) for s in sigmas]
+        grid = None
     else:
         raise TypeError(f"{name} must be a 1-D tensor or a sequence of floats, got {type(sigmas).__name__}")
-    if grid.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {tuple(grid.shape)}")
-    if grid.numel() < 2:
-        raise ValueError(f"{name} needs at least two entries (start and end of one step), got {grid.numel()}")
-    host = grid.detach().to("cpu", torch.float64)
-    if not bool(torch.isfinite(host).all()):
+    if len(host) < 2:
+        raise ValueError(f"{name} needs at least two entries (start and end of one step), got {len(host)}")
+    if not all(math.isfinite(s) for s in host):
         raise ValueError(f"{name} contains NaN or Inf")
-    if bool((host < 0).any()):
-        raise ValueError(f"{name} must be non-negative, got minimum {host.min().item():g}")
-    if not bool((host[1:] < host[:-1]).all()):
+    if min(host) < 0:
+        raise ValueError(f"{name} must be non-negative, got minimum {min(host):g}")
+    if not all(b < a for a, b in zip(host, host[1:])):
         raise ValueError(f"{name} must be strictly decreasing (noise level falls at every step)")
-    if bool((host[:-1] == 0).any()):
+    if 0.0 in host[:-1]:
         raise ValueError(f"{name} may contain 0 only as its last entry")
-    return grid
+    if grid is None:
+        grid = torch.tensor(host, dtype=torch.float64, device=device)
+    return host, grid
+
+
+def _as_float(value: object, name: str) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} entries must be numbers, got a tensor of shape {tuple(value.shape)}")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} entries must be numbers, got {type(value).__name__}")
+    return float(value)
 
 
 def check_positive_int(value: object, name: str, minimum: int = 1) -> int:

@@ -2,7 +2,9 @@
 coefficients for `fastdiff.ops.solver_step`. The loop around it lives in `fastdiff.driver`.
 
 A step is a generator: it yields an `Evaluation(x, sigma)` for every network evaluation it
-needs, receives D(x, sigma) back, and returns a `StepOutput`. The solver never calls the model,
+needs, receives D(x, sigma) back through `send`, and yields its `StepOutput` last (yielded, not
+returned, and with no `yield from`: torch.compile traces generators written this way into one
+graph, but not a StopIteration value or a delegated sub-generator). The solver never calls the model,
 so the same step rule runs inside `fastdiff.sample`, where the driver answers the requests, and
 inside a diffusers pipeline, where the pipeline does (`fastdiff.integrations.diffusers`).
 """
@@ -71,8 +73,8 @@ class Solver:
     name: ClassVar[str]
     stochastic: bool = False
 
-    def step(self, ctx: StepContext, i: int, x: torch.Tensor) -> Generator[Evaluation, torch.Tensor, StepOutput]:
-        """Step i from x at sigmas[i] to sigmas[i + 1]: yields evaluations, returns the new state."""
+    def step(self, ctx: StepContext, i: int, x: torch.Tensor) -> Generator[Evaluation | StepOutput, torch.Tensor, None]:
+        """Step i from x at sigmas[i] to sigmas[i + 1]: yields evaluations, then the new state."""
         raise NotImplementedError
 
     @staticmethod
@@ -96,9 +98,8 @@ def run_step(
     """Step i of `solver`, answering its evaluation requests with `evaluate(x, sigma)`."""
     steps = solver.step(ctx, i, x)
     answer = None
-    try:
-        while True:
-            request = steps.send(answer)
-            answer = evaluate(request.x, request.sigma)
-    except StopIteration as done:
-        return done.value
+    while True:
+        item = steps.send(answer)
+        if isinstance(item, StepOutput):
+            return item
+        answer = evaluate(item.x, item.sigma)

@@ -34,4 +34,4 @@ class DPMpp2M(Solver):
                 ks, bs = [denoised, self.previous_denoised], [weight * (1.0 + half_inv_r), -weight * half_inv_r]
             x_next = solver_step(x, ks, sigma_next / sigma, bs, backend=ctx.backend)
         self.previous_denoised = denoised
-        return StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, denoised, x, sigma)

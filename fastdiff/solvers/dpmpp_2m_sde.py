@@ -35,7 +35,8 @@ class DPMpp2MSDE(Solver):
         denoised = yield Evaluation(x, sigma)
         if sigma_next == 0.0:
             x_next = denoised  # the step to sigma = 0 is the denoising step x = D
-            return StepOutput(x_next, denoised, x, sigma)
+            yield StepOutput(x_next, denoised, x, sigma)
+            return
         h = math.log(sigma / sigma_next)
         eta_h = self.eta * h
         g = -math.expm1(-h - eta_h)
@@ -49,4 +50,4 @@ class DPMpp2MSDE(Solver):
         noise = [(noise_scale, ctx.draw(i))] if self.stochastic else []
         x_next = solver_step(x, ks, sigma_next / sigma * math.exp(-eta_h), bs, noise=noise, backend=ctx.backend)
         self.previous = (denoised, h)
-        return StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, denoised, x, sigma)

@@ -30,7 +30,8 @@ class DPMpp3MSDE(Solver):
         denoised = yield Evaluation(x, sigma)
         if sigma_next == 0.0:
             x_next = denoised  # the step to sigma = 0 is the denoising step x = D
-            return StepOutput(x_next, denoised, x, sigma)
+            yield StepOutput(x_next, denoised, x, sigma)
+            return
         h = math.log(sigma / sigma_next)
         h_eta = (1.0 + self.eta) * h
         phi_1 = -math.expm1(-h_eta)
@@ -51,4 +52,4 @@ class DPMpp3MSDE(Solver):
         noise = [(noise_scale, ctx.draw(i))] if self.stochastic else []
         x_next = solver_step(x, ks, math.exp(-h_eta), bs, noise=noise, backend=ctx.backend)
         self.history = [(denoised, h), *self.history[:1]]
-        return StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, denoised, x, sigma)

@@ -20,4 +20,4 @@ class Euler(ChurnedSolver):
         denoised = yield Evaluation(x, sigma_hat)
         ratio = ctx.sigmas[i + 1] / sigma_hat
         x_next = solver_step(x, [denoised], ratio, [1.0 - ratio], backend=ctx.backend)
-        return StepOutput(x_next, denoised, x, sigma_hat)
+        yield StepOutput(x_next, denoised, x, sigma_hat)

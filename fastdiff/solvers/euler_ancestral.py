@@ -38,4 +38,4 @@ class EulerAncestral(Solver):
         ratio = sigma_down / sigma
         noise = [(self.s_noise * sigma_up, ctx.draw(i))] if self.stochastic and sigma_next > 0.0 else []
         x_next = solver_step(x, [denoised], ratio, [1.0 - ratio], noise=noise, backend=ctx.backend)
-        return StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, denoised, x, sigma)

@@ -27,4 +27,4 @@ class EulerMaruyama(Solver):
         delta = (sigma - sigma_next) * (sigma + sigma_next)
         noise = [(self.s_noise * math.sqrt(delta), ctx.draw(i))] if self.stochastic and sigma_next > 0.0 else []
         x_next = solver_step(x, [denoised], ratio, [1.0 - ratio], noise=noise, backend=ctx.backend)
-        return StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, denoised, x, sigma)

@@ -23,8 +23,9 @@ class Heun(ChurnedSolver):
         ratio = sigma_next / sigma_hat
         x_euler = solver_step(x, [denoised], ratio, [1.0 - ratio], backend=ctx.backend)
         if sigma_next == 0.0:
-            return StepOutput(x_euler, denoised, x, sigma_hat)
+            yield StepOutput(x_euler, denoised, x, sigma_hat)
+            return
         denoised_euler = yield Evaluation(x_euler, sigma_next)
         c = (sigma_hat - sigma_next) / (2.0 * sigma_next)
         x_next = solver_step(x, [denoised, denoised_euler], ratio, [1.0 - ratio - c, c], backend=ctx.backend)
-        return StepOutput(x_next, denoised, x, sigma_hat)
+        yield StepOutput(x_next, denoised, x, sigma_hat)

@@ -45,4 +45,4 @@ class IPNDM(Solver):
             bs += [w, -w]
         x_next = solver_step(x, ks, 1.0 + weights[0], bs, backend=ctx.backend)
         self.history = points[: self.max_order - 1]
-        return StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, denoised, x, sigma)

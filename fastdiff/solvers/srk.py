@@ -46,12 +46,15 @@ class SRK(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         if sigma_next == 0.0:
             denoised = yield Evaluation(x, sigma)
-            return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
+            yield StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
+            return
         h = math.log(sigma / sigma_next)
         theta = stage_fraction(h, self.theta) if self.previous is not None else 0.0
         k = multistep_form(h, theta)
         if theta == 0.0:
-            return (yield from self._start_step(ctx, i, x, k))
+            denoised = yield Evaluation(x, sigma)
+            yield self._start_update(ctx, i, x, k, denoised)
+            return
         previous, lambda_prev = self.previous
         z1, z2 = step_draws(ctx, i)
         decay, rise = math.exp(-2.0 * theta * h), -math.expm1(-2.0 * theta * h)
@@ -71,12 +74,11 @@ class SRK(Solver):
             ks, bs = [denoised, previous, stage_x], [k.phi0 + b, -b - kappa * rise, kappa]
             x_next = solver_step(x, ks, math.exp(-2.0 * h) - kappa * decay, bs, noise=[noise_rest], backend=ctx.backend)
         self.previous = (denoised, stage_lambda)
-        return StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, denoised, x, sigma)
 
-    def _start_step(self, ctx, i, x, k):
-        """theta = 0: evaluate at the step start; DPM-Solver++(2M) SDE's midpoint step (first-order on the first step)."""
+    def _start_update(self, ctx, i, x, k, denoised):
+        """theta = 0, D evaluated at the step start: DPM-Solver++(2M) SDE's midpoint step (first-order on the first step)."""
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = yield Evaluation(x, sigma)
         lam = -math.log(sigma)
         ks, bs = [denoised], [k.phi0]
         if self.previous is not None:

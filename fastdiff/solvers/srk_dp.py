@@ -31,7 +31,8 @@ class SRKData(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = yield Evaluation(x, sigma)
         if sigma_next == 0.0:
-            return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
+            yield StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
+            return
         k = data_form(math.log(sigma / sigma_next))
         z1, z2 = step_draws(ctx, i)
         decay, rise = math.exp(-2.0 * k.c * k.h), -math.expm1(-2.0 * k.c * k.h)
@@ -48,4 +49,4 @@ class SRKData(Solver):
             noise=[(scale1 * sigma_next, z1)],
             backend=ctx.backend,
         )
-        return StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, denoised, x, sigma)

@@ -23,9 +23,10 @@ class ExpEM(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = yield Evaluation(x, sigma)
         if sigma_next == 0.0:
-            return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
+            yield StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
+            return
         h = 0.5 * (math.log1p(sigma**2) - math.log1p(sigma_next**2))
         alpha, alpha_next = 1.0 / math.sqrt(1.0 + sigma**2), 1.0 / math.sqrt(1.0 + sigma_next**2)
         b = 2.0 * math.expm1(h) / (alpha * alpha_next * sigma**2)
         noise = [(math.sqrt(math.expm1(2.0 * h)) / alpha_next, ctx.draw(i))]
-        return StepOutput(solver_step(x, [denoised], 1.0 - b, [b], noise=noise, backend=ctx.backend), denoised, x, sigma)
+        yield StepOutput(solver_step(x, [denoised], 1.0 - b, [b], noise=noise, backend=ctx.backend), denoised, x, sigma)

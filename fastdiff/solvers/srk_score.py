@@ -32,7 +32,8 @@ class SRKScore(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = yield Evaluation(x, sigma)
         if sigma_next == 0.0:
-            return StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
+            yield StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
+            return
         k = score_form(0.5 * (math.log1p(sigma**2) - math.log1p(sigma_next**2)))
         alpha, alpha_next = 1.0 / math.sqrt(1.0 + sigma**2), 1.0 / math.sqrt(1.0 + sigma_next**2)
         ch = k.c * k.h
@@ -58,4 +59,4 @@ class SRKScore(Solver):
             noise=[(scale1 / alpha_next, z1)],
             backend=ctx.backend,
         )
-        return StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, denoised, x, sigma)

@@ -1,0 +1,436 @@
+"""fastdiff's solvers as diffusers schedulers: `pipe.scheduler = SRKScheduler.from_config(pipe.scheduler.config)`.
+
+Each scheduler runs one step rule of `fastdiff.solvers` unchanged. It works in the pipeline's VP space, as
+DPMSolverMultistepScheduler does (`init_noise_sigma = 1`, identity `scale_model_input`), so it is correct both in
+pipelines that scale the initial noise and the model input (Stable Diffusion) and in those that do not (DDPMPipeline,
+DDIMPipeline); it converts to fastdiff's VE form internally (`vp_table`).
+
+A step rule is a generator of evaluation requests (`fastdiff.solvers.base`). `set_timesteps` builds the grid
+(`timestep_grids`) and lists the solver's evaluation sigmas by a dry run (`run.evaluation_plan`); their fractional
+training timesteps are `timesteps`, one per network evaluation. Every `step()` answers the pending request with
+the model output converted to D(x, sigma), advances the running generator (`run.SolverRun`), and returns the point of
+the next request as `prev_sample`, where the pipeline evaluates the model next. A solver spending k evaluations per
+step has `order = k` and k timesteps per step (diffusers' convention for `order > 1`: the progress bar advances once
+per step). Where a pipeline changes the sample between calls (inpainting blends, step-end callbacks), the step starts
+again from the changed sample when the pending evaluation is at a step start; inside a step (a stage evaluation) the
+scheduler keeps its own state, as HeunDiscreteScheduler does.
+
+Config: diffusers' keys (betas, `prediction_type` epsilon / v_prediction / sample, `timestep_spacing`,
+`use_karras_sigmas`, ...), then fastdiff's: `schedule` (grid kind, see `timestep_grids`), `rho`, `sigma_min`,
+`sigma_max`, `sigmas_file`, `backend` (of the fused solver step) and `seed` (noise of the stochastic solvers when no
+generator is passed), then the solver's own options under the solver's own names and defaults (SRK's `theta`, ...).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin, SchedulerOutput
+
+from fastdiff.backends import BACKENDS
+from fastdiff.driver import state_dtype
+from fastdiff.integrations.diffusers.run import EvaluationPlan, SolverRun, evaluation_plan
+from fastdiff.integrations.diffusers.seeds import run_noise
+from fastdiff.integrations.diffusers.timestep_grids import (
+    SCHEDULES,
+    TIMESTEP_SPACINGS,
+    grid_from_sigmas,
+    grid_from_timesteps,
+    load_sigmas_file,
+    schedule_grid,
+)
+from fastdiff.integrations.diffusers.vp_table import PREDICTION_TYPES, VPTable, denoised, to_ve, to_vp, training_betas
+from fastdiff.solvers import SOLVERS, StepContext, make_solver
+
+# Config keys of every fastdiff scheduler: diffusers' (defaults as in DPMSolverMultistepScheduler), then fastdiff's.
+COMMON_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "trained_betas": None,
+    "rescale_betas_zero_snr": False,
+    "prediction_type": "epsilon",
+    "variance_type": None,
+    "timestep_spacing": "linspace",
+    "steps_offset": 0,
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_lu_lambdas": False,
+    "schedule": "discrete",
+    "rho": 7.0,
+    "sigma_min": None,
+    "sigma_max": None,
+    "sigmas_file": None,
+    "backend": "auto",
+    "seed": None,
+}
+VARIANCE_TYPES = (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+# diffusers' schedule flags, read when schedule="discrete" (an explicit fastdiff schedule wins over them)
+_SCHEDULE_FLAGS = {"use_karras_sigmas": "karras", "use_exponential_sigmas": "logsnr", "use_lu_lambdas": "logsnr"}
+# solver option values of other diffusers schedulers' configs (UniPC, DEIS) that mean the default here
+_OPTION_ALIASES = {"solver_type": {"logrho": "midpoint", "bh1": "midpoint", "bh2": "midpoint"}}
+
+
+@dataclass
+class FastdiffSchedulerOutput(SchedulerOutput):
+    """`prev_sample`: where the pipeline evaluates the model next (the final sample after the last call);
+    `pred_original_sample`: the denoised estimate D of this call's evaluation."""
+
+    pred_original_sample: torch.Tensor | None = None
+
+
+def _check_number(name: str, value: object, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and not value > 0):
+        raise ValueError(f"{name} must be a {'positive ' if positive else ''}number, got {value!r}")
+    return float(value)
+
+
+def _config_init(solver: str):
+    """An `__init__` whose signature lists COMMON_CONFIG and then the options of `solver` (its own names and defaults),
+    wrapped by diffusers' `register_to_config`, so that `from_config`, `save_config` and `from_pretrained` see them."""
+    options = [p for name, p in inspect.signature(SOLVERS[solver].__init__).parameters.items() if name != "self"]
+    clash = sorted(set(COMMON_CONFIG) & {p.name for p in options})
+    if clash or any(p.default is inspect.Parameter.empty for p in options):
+        raise TypeError(f"solver {solver!r}: options must have defaults and not reuse scheduler config names {clash}")
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature(
+        [inspect.Parameter("self", kind)]
+        + [inspect.Parameter(name, kind, default=default) for name, default in COMMON_CONFIG.items()]
+        + [p.replace(kind=kind) for p in options]
+    )
+
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        config = {name: value for name, value in bound.arguments.items() if name != "self"}
+        self._configure(config, {p.name: config[p.name] for p in options})
+
+    __init__.__signature__ = signature
+    return register_to_config(__init__)
+
+
+class FastdiffScheduler(SchedulerMixin, ConfigMixin):
+    """Base of the fastdiff schedulers; a subclass names its step rule in `solver` and its evaluations per step in
+    `order`. See the module docstring for how it runs and what it is configured with."""
+
+    solver: ClassVar[str]
+    order: ClassVar[int] = 1
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "solver" in cls.__dict__:
+            cls.__init__ = _config_init(cls.solver)
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("FastdiffScheduler is a base class; use one of fastdiff.integrations.diffusers.SCHEDULERS")
+
+    # ---- configuration
+
+    def _configure(self, config: dict, options: dict) -> None:
+        self._options = self._solver_options(options)
+        if config["prediction_type"] not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {config['prediction_type']!r}")
+        if config["variance_type"] not in VARIANCE_TYPES:
+            raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {config['variance_type']!r}")
+        if config["timestep_spacing"] not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {config['timestep_spacing']!r}")
+        offset = config["steps_offset"]
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"steps_offset must be a non-negative int, got {offset!r}")
+        if config["backend"] not in ("auto", *BACKENDS):
+            raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {config['backend']!r}")
+        seed = config["seed"]
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        _check_number("rho", config["rho"])
+        betas = training_betas(
+            config["num_train_timesteps"],
+            config["beta_start"],
+            config["beta_end"],
+            config["beta_schedule"],
+            config["trained_betas"],
+            config["rescale_betas_zero_snr"],
+        )
+        self._table = VPTable(betas)
+        self.betas = betas
+        self.alphas_cumprod = self._table.alphas_cumprod
+        self._schedule = self._resolve_schedule(config)
+        self._learned = None
+        if self._schedule == "learned":
+            self._learned = grid_from_sigmas(self._table, load_sigmas_file(config["sigmas_file"]), "sigmas_file")
+        self.init_noise_sigma = 1.0
+        self.num_inference_steps = None
+        self.timesteps = torch.arange(self._table.num_train_timesteps - 1, -1, -1, dtype=torch.float32)
+        self.sigmas = torch.cat([self._table.sigmas.flip(0), torch.zeros(1, dtype=torch.float64)]).float()
+        self.solver_sigmas = None
+        self._plan: EvaluationPlan | None = None
+        self._begin_index = None
+        self._reset_run()
+
+    def _solver_options(self, options: dict) -> dict:
+        for name, aliases in _OPTION_ALIASES.items():
+            if name in options and options[name] in aliases:
+                options[name] = aliases[options[name]]
+                self.register_to_config(**{name: options[name]})
+        make_solver(self.solver, **options)  # validates the options, naming any bad one
+        return options
+
+    def _resolve_schedule(self, config: dict) -> str:
+        schedule = config["schedule"]
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        flags = [flag for flag in _SCHEDULE_FLAGS if config[flag]]
+        if len(flags) > 1:
+            raise ValueError(f"at most one of {sorted(_SCHEDULE_FLAGS)} may be True, got {flags}")
+        if schedule == "discrete" and flags:
+            schedule = _SCHEDULE_FLAGS[flags[0]]
+        if (schedule == "learned") != (config["sigmas_file"] is not None):
+            raise ValueError(f"schedule='learned' and sigmas_file go together: got schedule={schedule!r}, "
+                             f"sigmas_file={config['sigmas_file']!r}")
+        bounds = [_check_number(name, config[name]) for name in ("sigma_min", "sigma_max") if config[name] is not None]
+        self._table.check_sigma_range(bounds, "sigma_min and sigma_max")
+        if config["sigma_min"] is not None and config["sigma_max"] is not None and not config["sigma_min"] < config["sigma_max"]:
+            raise ValueError(f"sigma_min must be < sigma_max, got {config['sigma_min']} and {config['sigma_max']}")
+        return schedule
+
+    def _reset_run(self) -> None:
+        self._run: SolverRun | None = None
+        self._returned: torch.Tensor | None = None
+        self._step_index: int | None = None
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles drop a run in progress (its generator cannot be copied)."""
+        state = self.__dict__.copy()
+        state.update(_run=None, _returned=None, _step_index=None)
+        return state
+
+    # ---- diffusers' scheduler interface
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    @property
+    def step_index(self) -> int | None:
+        """Index into `timesteps` of the next evaluation (None before the first `step` of a run)."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Index into `timesteps` where the run starts (img2img pipelines call this)."""
+        self._begin_index = begin_index
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[float] | None = None,
+        sigmas: list[float] | None = None,
+        **kwargs,
+    ) -> None:
+        """Grid of `num_inference_steps` steps from the configured schedule, or at the given training `timesteps`
+        (decreasing, may be fractional), or at the given VE `sigmas` (decreasing; a final 0 is appended when missing).
+        `timesteps` then holds one entry per network evaluation."""
+        unexpected = sorted(name for name, value in kwargs.items() if value is not None)
+        if unexpected:
+            raise TypeError(f"set_timesteps got unexpected arguments {unexpected}")
+        given = [name for name, v in (("num_inference_steps", num_inference_steps), ("timesteps", timesteps),
+                                      ("sigmas", sigmas)) if v is not None]
+        if len(given) != 1 and not (given == [] and self._learned is not None):
+            raise ValueError(f"pass exactly one of num_inference_steps, timesteps, sigmas; got {given or 'none'}")
+        if sigmas is not None:
+            grid = grid_from_sigmas(self._table, sigmas)
+        elif timesteps is not None:
+            grid = grid_from_timesteps(self._table, timesteps)
+        elif self._learned is not None:
+            steps = len(self._learned) - 1
+            if num_inference_steps not in (None, steps):
+                raise ValueError(f"sigmas_file holds a schedule of {steps} steps; run with num_inference_steps={steps}, "
+                                 f"got {num_inference_steps}")
+            grid = self._learned
+        else:
+            c = self.config
+            grid = schedule_grid(self._table, num_inference_steps, self._schedule, timestep_spacing=c.timestep_spacing,
+                                 steps_offset=c.steps_offset, rho=c.rho, sigma_min=c.sigma_min, sigma_max=c.sigma_max)
+        plan = evaluation_plan(self.solver, self._options, grid)
+        if plan.max_per_step > self.order:
+            raise RuntimeError(f"{type(self).__name__}.order = {self.order} but {self.solver!r} evaluates {plan.max_per_step} "
+                               "times in a step")
+        self._table.check_sigma_range(plan.sigmas, f"the evaluation sigmas of {self.solver!r} on this grid",
+                                      "; a stage may lie past its step's end: raise sigma_min or use another schedule")
+        t = self._table.timesteps_of(plan.sigmas).astype(np.float32)
+        self._timesteps_host = t
+        self.timesteps = torch.from_numpy(t).to(device)
+        self.sigmas = torch.tensor([*plan.sigmas, 0.0], dtype=torch.float32)
+        self.solver_sigmas = torch.tensor(grid, dtype=torch.float64)
+        self.num_inference_steps = len(grid) - 1
+        self._plan = plan
+        self._begin_index = None
+        self._reset_run()
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
+        """The identity: the model sees the pipeline's VP sample as it is."""
+        return sample
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> FastdiffSchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
+        """Answer the pending evaluation with `model_output` (the model at `sample`, `timestep`) and return the point of
+        the next one. `generator` (one, or one per sample) keys the noise of the run at its first call; later calls
+        ignore it. Other keyword arguments (DDIMPipeline's `eta`, ...) are accepted and ignored. No host sync."""
+        if self._plan is None:
+            raise RuntimeError(f"{type(self).__name__}: call set_timesteps(...) before step()")
+        if self._run is None:
+            self._run = self._start_run(timestep, sample, generator)
+        elif self._run.done:
+            raise RuntimeError(f"{type(self).__name__}: the run already reached sigma = 0; call set_timesteps(...) to start another")
+        elif sample is not self._returned and self._run.at_step_start:
+            pending = self._run.request
+            self._run.restart_step(to_ve(sample, pending.sigma, pending.x.dtype))
+        run = self._run
+        request = run.request
+        estimate = denoised(self._mean_output(model_output, sample), request.x, request.sigma, self.config.prediction_type)
+        run.answer(estimate)
+        self._step_index += 1
+        if run.done:
+            prev_sample = run.result.to(sample.dtype)
+        else:
+            prev_sample = to_vp(run.request.x, run.request.sigma, sample.dtype)
+        self._returned = prev_sample
+        estimate = estimate.to(sample.dtype)
+        if not return_dict:
+            return prev_sample, estimate
+        return FastdiffSchedulerOutput(prev_sample=prev_sample, pred_original_sample=estimate)
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The VP sample sqrt(abar) x0 + sqrt(1 - abar) noise at (fractional) training timesteps; no host sync."""
+        work = state_dtype(original_samples.dtype)
+        t = torch.as_tensor(timesteps, device=original_samples.device).reshape(-1)
+        sigma = self._table.sigmas_at(t, work).view(-1, *([1] * (original_samples.ndim - 1)))
+        alpha = torch.rsqrt(1.0 + sigma * sigma)
+        return (alpha * original_samples.to(work) + (alpha * sigma) * noise.to(work)).to(original_samples.dtype)
+
+    # ---- the run
+
+    def _first_evaluation(self, timestep: float | torch.Tensor) -> int:
+        """Index of `timestep` in `timesteps`: `begin_index` when set; else read off a view of `timesteps` (what
+        iterating over them yields) without a sync; else looked up by value (one host read, as diffusers' schedulers do)."""
+        if self._begin_index is not None:
+            index = self._begin_index
+        elif (
+            isinstance(timestep, torch.Tensor)
+            and timestep.ndim == 0
+            and timestep.dtype == self.timesteps.dtype
+            and timestep.device == self.timesteps.device
+            and timestep.untyped_storage().data_ptr() == self.timesteps.untyped_storage().data_ptr()
+        ):
+            index = timestep.storage_offset() - self.timesteps.storage_offset()
+        else:
+            hits = np.flatnonzero(self._timesteps_host == np.float32(float(timestep)))
+            if hits.size == 0:
+                raise ValueError(f"timestep {float(timestep)} is not one of scheduler.timesteps; call set_begin_index() "
+                                 "to start a run elsewhere than at timesteps[0]")
+            index = int(hits[0])
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self._plan.sigmas):
+            raise ValueError(f"begin index must be an int in [0, {len(self._plan.sigmas)}), got {index!r}")
+        return index
+
+    def _start_run(self, timestep, sample: torch.Tensor, generator) -> SolverRun:
+        if not isinstance(sample, torch.Tensor) or not sample.is_floating_point() or sample.ndim < 1:
+            raise TypeError(f"sample must be a floating-point tensor of shape [B, ...], got {type(sample).__name__}")
+        first = self._first_evaluation(timestep)
+        grid = self._plan.grid_from(first)
+        if first > 0 and not np.allclose(evaluation_plan(self.solver, self._options, grid).sigmas, self._plan.sigmas[first:],
+                                         rtol=1e-12, atol=0):
+            raise ValueError(f"{type(self).__name__} cannot start a run at timesteps[{first}] (inside a step of "
+                             f"{self.order} evaluations); start at a multiple of scheduler.order")
+        solver = make_solver(self.solver, **self._options)
+        work = state_dtype(sample.dtype)
+        noise = run_noise(sample.shape[0], sample.device, generator, self.config.seed, self.config.backend) if solver.stochastic else None
+        ctx = StepContext(sigmas=grid, sigmas_tensor=torch.tensor(grid, dtype=work, device=sample.device), noise=noise,
+                          backend=self.config.backend)
+        self._step_index = first
+        return SolverRun(solver, ctx, to_ve(sample, grid[0], work))
+
+    def _mean_output(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """The model's prediction; the first half of the channels for a model that also predicts its variance."""
+        if model_output.shape == sample.shape:
+            return model_output
+        learned = self.config.variance_type in ("learned", "learned_range")
+        if learned and model_output.ndim > 1 and model_output.shape[1] == 2 * sample.shape[1]:
+            return model_output[:, : sample.shape[1]]
+        raise ValueError(f"model_output must have the sample's shape {tuple(sample.shape)}"
+                         f"{' (or twice its channels with a learned variance)' if learned else ''}, got {tuple(model_output.shape)}")
+
+
+class SRKScheduler(FastdiffScheduler):
+    """fastdiff's multistep stochastic Runge-Kutta (`srk`), one evaluation per step, at a stage point (options `theta`,
+    `coupled`)."""
+
+    solver = "srk"
+
+
+class SRKDPScheduler(FastdiffScheduler):
+    """Stochastic Runge-Kutta in data-prediction form (`srk_dp`): two evaluations per step (option `coupled`)."""
+
+    solver = "srk_dp"
+    order = 2
+
+
+class DPMpp2MScheduler(FastdiffScheduler):
+    """DPM-Solver++(2M) (`dpmpp_2m`); with the same config it matches DPMSolverMultistepScheduler(solver_order=2)."""
+
+    solver = "dpmpp_2m"
+
+
+class DPMpp2MSDEScheduler(FastdiffScheduler):
+    """DPM-Solver++(2M) SDE (`dpmpp_2m_sde`; options `eta`, `s_noise`, `solver_type`)."""
+
+    solver = "dpmpp_2m_sde"
+
+
+class EulerMaruyamaScheduler(FastdiffScheduler):
+    """Euler-Maruyama on the reverse SDE (`euler_maruyama`; option `s_noise`)."""
+
+    solver = "euler_maruyama"
+
+
+class EulerAncestralScheduler(FastdiffScheduler):
+    """Euler ancestral sampling (`euler_ancestral`; options `eta`, `s_noise`)."""
+
+    solver = "euler_ancestral"
+
+
+class IPNDMScheduler(FastdiffScheduler):
+    """iPNDM, Adams-Bashforth on eps (`ipndm`; option `max_order`)."""
+
+    solver = "ipndm"
+
+
+SCHEDULERS: dict[str, type[FastdiffScheduler]] = {
+    cls.solver: cls
+    for cls in (
+        SRKScheduler,
+        SRKDPScheduler,
+        DPMpp2MScheduler,
+        DPMpp2MSDEScheduler,
+        EulerMaruyamaScheduler,
+        EulerAncestralScheduler,
+        IPNDMScheduler,
+    )
+}
