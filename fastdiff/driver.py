@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fastdiff.backends import BACKENDS
-from fastdiff.noise import CounterNoise, SamplerNoise, sample_seeds
+from fastdiff.noise import CounterNoise, SamplerNoise, device_keys, sample_seeds
 from fastdiff.progress import progress_range
 from fastdiff.solvers import StepContext, make_solver, run_step
 from fastdiff.validation import check_grid, check_sample
@@ -69,7 +69,11 @@ def sample(
     `x` is `[B, ...]` already scaled to `sigmas[0]` (e.g. `randn * sigmas[0]`); `denoiser(x, sigma)`
     returns D(x, sigma) ~ E[x0 | x] with sigma a `[B]` tensor. Stochastic solvers draw from the
     counter stream keyed by `seed` (int: per-sample seeds derived from it; list: one per sample;
-    None: drawn from torch's global generator) unless `noise_sampler(sigma, sigma_next)` is given.
+    an int64 `[B]` tensor on x's device: the per-sample seeds, read in the kernels without a host
+    sync; None: drawn from torch's global generator) unless `noise_sampler(sigma, sigma_next)` is given.
+
+    Under torch.compile or CUDA graph capture pass `sigmas` as a list of floats (a tensor grid
+    is read to the host once) and seeds as an int or a device tensor.
     `callback` gets k-diffusion's dict {'x', 'i', 'sigma', 'sigma_hat', 'denoised'} once per step.
     Returns the sample in `x`'s dtype.
     """
@@ -85,7 +89,11 @@ def sample(
     if noise_sampler is not None:
         noise = SamplerNoise(noise_sampler)
     elif rule.stochastic:
-        noise = CounterNoise(sample_seeds(seed, x.shape[0]), x.device, backend=backend)
+        keys = device_keys(seed, x.shape[0], x.device)
+        if keys is not None:
+            noise = CounterNoise.from_keys(keys, backend=backend)
+        else:
+            noise = CounterNoise(sample_seeds(seed, x.shape[0]), x.device, backend=backend)
     elif seed is not None:
         sample_seeds(seed, x.shape[0])  # validate even when unused, so a bad seed list never passes silently
     evaluate = DenoiserCall(denoiser, x.dtype, extra_args)

@@ -64,6 +64,13 @@ def sample_seeds(seed: int | Sequence[int] | torch.Tensor | None, batch: int) ->
     raise TypeError(f"seed must be an int, a list of ints or None, got {type(seed).__name__}")
 
 
+def device_keys(seed: object, batch: int, device: torch.device) -> torch.Tensor | None:
+    """`seed` itself when it is already the keys: an int64 `[batch]` tensor on `device`; else None."""
+    if isinstance(seed, torch.Tensor) and seed.dtype == torch.int64 and seed.device == device and seed.shape == (batch,):
+        return seed
+    return None
+
+
 def seeds_to_keys(seeds: Sequence[int], device: torch.device) -> torch.Tensor:
     """64-bit unsigned seeds as an int64 tensor (two's complement) on `device`."""
     signed = [s - (1 << 64) if s >= (1 << 63) else s for s in seeds]
@@ -87,10 +94,17 @@ class CounterNoise(NoiseSource):
     replayable = True
 
     def __init__(self, seeds: Sequence[int], device: torch.device, backend: str = "auto", stream: int = STREAM_SOLVER):
-        self.seeds = list(seeds)
-        self.keys = seeds_to_keys(self.seeds, device)
+        self.keys = seeds_to_keys(seeds, device)
         self.backend = backend
         self.stream = stream
+
+    @classmethod
+    def from_keys(cls, keys: torch.Tensor, backend: str = "auto", stream: int = STREAM_SOLVER) -> CounterNoise:
+        """The stream of per-sample seeds already on the device (int64 `[B]`, two's complement): no
+        host round trip, so a CUDA graph can replay it with new seeds copied into `keys`."""
+        source = cls([], keys.device, backend, stream)
+        source.keys = keys
+        return source
 
     def draw(self, like, step, stage, sigma=None, sigma_next=None):
         if like.shape[0] != self.keys.shape[0]:

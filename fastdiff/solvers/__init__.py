@@ -44,7 +44,7 @@ def make_solver(name: str, **options) -> Solver:
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; available: {', '.join(sorted(SOLVERS))}")
     cls = SOLVERS[name]
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = {} if cls.__init__ is object.__init__ else inspect.signature(cls.__init__).parameters
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         allowed = [p for p in accepted if p != "self"]

@@ -47,6 +47,7 @@ from fastdiff.integrations.diffusers.timestep_grids import (
 from fastdiff.integrations.diffusers.vp_table import PREDICTION_TYPES, VPTable, denoised, to_ve, to_vp, training_betas
 from fastdiff.solvers import SOLVERS, StepContext, make_solver
 
+PUBLIC_MODULE = "fastdiff.integrations.diffusers"
 # Config keys of every fastdiff scheduler: diffusers' (defaults as in DPMSolverMultistepScheduler), then fastdiff's.
 COMMON_CONFIG = {
     "num_train_timesteps": 1000,
@@ -127,6 +128,8 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         super().__init_subclass__(**kwargs)
         if "solver" in cls.__dict__:
             cls.__init__ = _config_init(cls.solver)
+        if cls.__module__ == __name__:
+            cls.__module__ = PUBLIC_MODULE  # a saved pipeline records the class's module: record the public one
 
     def __init__(self, *args, **kwargs):
         raise TypeError("FastdiffScheduler is a base class; use one of fastdiff.integrations.diffusers.SCHEDULERS")
