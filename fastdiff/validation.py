@@ -54,7 +54,7 @@ def check_grid(sigmas: object, device: torch.device, name: str = "sigmas") -> tu
         if sigmas.ndim != 1:
             raise ValueError(f"{name} must be 1-D, got shape {tuple(sigmas.shape)}")
         if not values_checkable(sigmas):
-            raise ValueError(f"{name} must be a list of floats under torch.compile or CUDA graph capture (a tensor needs a host sync)")
+            raise ValueError(f"{name} must be a list of floats under torch.compile or CUDA graph capture (a tensor needs a sync)")
         host, grid = sigmas.detach().to("cpu", torch.float64).tolist(), sigmas
     elif isinstance(sigmas, Sequence) and not isinstance(sigmas, str):
         host = [_as_float(s, name) for s in sigmas]
@@ -67,7 +67,7 @@ def check_grid(sigmas: object, device: torch.device, name: str = "sigmas") -> tu
         raise ValueError(f"{name} contains NaN or Inf")
     if min(host) < 0:
         raise ValueError(f"{name} must be non-negative, got minimum {min(host):g}")
-    if not all(b < a for a, b in zip(host, host[1:])):
+    if not all(b < a for a, b in zip(host[:-1], host[1:], strict=True)):
         raise ValueError(f"{name} must be strictly decreasing (noise level falls at every step)")
     if 0.0 in host[:-1]:
         raise ValueError(f"{name} may contain 0 only as its last entry")

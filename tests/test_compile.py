@@ -52,7 +52,8 @@ def test_device_key_tensor_is_the_seed_list():
     x = torch.randn(3, 2) * GRID[0]
     seeds = [1, 2**63 + 5, 9]
     keys = fastdiff.noise.seeds_to_keys(seeds, x.device)
-    assert torch.equal(fastdiff.sample(denoiser, x, GRID, "srk", seed=keys), fastdiff.sample(denoiser, x, GRID, "srk", seed=seeds))
+    by_keys = fastdiff.sample(denoiser, x, GRID, "srk", seed=keys)
+    assert torch.equal(by_keys, fastdiff.sample(denoiser, x, GRID, "srk", seed=seeds))
 
 
 def test_tensor_grid_is_refused_while_compiling():

@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-
 from backend_params import backend_device_pairs
 
 import fastdiff

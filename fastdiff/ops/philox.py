@@ -1,8 +1,9 @@
 """Counter-based standard normals (`fastdiff.reference.philox` defines the function), by backend.
 
 Backends: "reference" (PyTorch), "cpu" and "cuda" (the compiled `torch.ops.fastdiff.philox_normal`,
-one Philox4x32-10 block per four elements), "triton" (`torch.ops.fastdiff.philox_normal_triton`). They agree bit for bit in the Philox words and up to
-float rounding of log/sqrt/sin/cos in the normals: float32 normals lie within 2e-6 of float64
+one Philox4x32-10 block per four elements), "triton" (`torch.ops.fastdiff.philox_normal_triton`).
+They agree bit for bit in the Philox words and up to float rounding of log/sqrt/sin/cos in the
+normals: float32 normals lie within 2e-6 of float64
 Box-Muller on the same words (the reference's float32 angle 2 pi u costs it up to 1.6e-6; the CPU
 kernel reduces the angle exactly and stays within 6e-7). "auto" takes the compiled kernel of the
 keys' device when it is built (float64 included: it computes in float64 as the reference does).
