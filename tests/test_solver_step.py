@@ -381,3 +381,35 @@ class TestCompiledOp:
         x, k = torch.randn(3, 8), torch.randn(3, 8)
         compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
         torch.testing.assert_close(compiled(x, k), step(x, k), rtol=0, atol=0)
+
+
+def reference_normals_at(seed: int, elements: torch.Tensor, step: int, stage: int, stream: int) -> torch.Tensor:
+    """float64 reference normals of chosen element indices of one sample (no need to generate the rest)."""
+    key = philox_reference.MASK32 & seed, (seed >> 32) & philox_reference.MASK32
+    g = elements // 4
+    const = torch.full_like(g, 0)
+    words = philox_reference.philox4x32((g, const + step, const + stage, const + stream), (const + key[0], const + key[1]))
+    u = [philox_reference.uniform_from_bits(w, torch.float64) for w in words]
+    lane = elements % 4
+    radius = torch.where(lane < 2, torch.sqrt(-2 * torch.log(u[0])), torch.sqrt(-2 * torch.log(u[2])))
+    angle = 2 * math.pi * torch.where(lane < 2, u[1], u[3])
+    return radius * torch.where(lane % 2 == 0, torch.cos(angle), torch.sin(angle))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="2^31-element tensors are tested on a GPU")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_tensors_over_2_31_elements(backend):
+    """int64 indexing: the last elements of a 2^31 + 12-element bfloat16 step, noise included."""
+    status = fastdiff.backends()[backend]
+    if not status.available:
+        pytest.skip(f"backend {backend!r} unavailable: {status.reason}")
+    per_sample = (1 << 30) + 6
+    x = torch.ones(2, per_sample, dtype=torch.bfloat16, device="cuda")
+    k = torch.full_like(x, 0.5)
+    seeds = [12345, 2**63 + 1]
+    draw = NoiseDraw(CounterNoise(seeds, torch.device("cuda")), 3, 1, torch.tensor(1.0), torch.tensor(1.0))
+    out = solver_step(x, [k], 2.0, [-1.0], noise=[(0.25, draw)], backend=backend)
+    tail = torch.arange(per_sample - 9, per_sample)
+    expected = 1.5 + 0.25 * reference_normals_at(seeds[1], tail, 3, 1, 0)
+    torch.testing.assert_close(out[1, -9:].double().cpu(), expected, rtol=1e-2, atol=1e-2)
+    del out
