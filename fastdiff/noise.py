@@ -114,6 +114,10 @@ class CounterNoise(NoiseSource):
         return z.view(like.shape)
 
 
+def _as_tensor(sigma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return sigma if isinstance(sigma, torch.Tensor) else torch.tensor(sigma, dtype=like.dtype, device=like.device)
+
+
 class SamplerNoise(NoiseSource):
     """A user's `noise_sampler(sigma, sigma_next) -> Tensor` (k-diffusion semantics)."""
 
@@ -124,7 +128,7 @@ class SamplerNoise(NoiseSource):
         self.noise_sampler = noise_sampler
 
     def draw(self, like, step, stage, sigma, sigma_next):
-        z = self.noise_sampler(sigma, sigma_next)
+        z = self.noise_sampler(_as_tensor(sigma, like), _as_tensor(sigma_next, like))
         if not isinstance(z, torch.Tensor) or z.shape != like.shape:
             got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"noise_sampler must return a tensor of shape {tuple(like.shape)}, got {got}")

@@ -39,13 +39,15 @@ _MASK32 = 0xFFFFFFFF
 
 @dataclass(frozen=True)
 class NoiseDraw:
-    """Request for the standard normals of (step, stage) from a noise source."""
+    """Request for the standard normals of (step, stage) from a noise source; (sigma, sigma_next)
+    is the interval a user noise_sampler is called with (grid entries as tensors, other ends as
+    host floats, made tensors only when a noise_sampler needs them)."""
 
     source: object  # fastdiff.noise.NoiseSource
     step: int
     stage: int
-    sigma: torch.Tensor
-    sigma_next: torch.Tensor
+    sigma: torch.Tensor | float
+    sigma_next: torch.Tensor | float
 
     def materialize(self, like: torch.Tensor) -> torch.Tensor:
         return self.source.draw(like, self.step, self.stage, self.sigma, self.sigma_next)

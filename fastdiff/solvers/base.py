@@ -42,9 +42,9 @@ class StepContext:
         """
         if self.noise is None:
             raise RuntimeError("this solver draws noise but the driver built no noise source")
-        grid = self.sigmas_tensor
-        s = grid[i] if sigma is None else grid.new_tensor(sigma)
-        s_next = grid[i + 1] if sigma_next is None else grid.new_tensor(sigma_next)
+        # grid entries are views (no copy); sub-interval ends stay host floats until a noise_sampler needs them
+        s = self.sigmas_tensor[i] if sigma is None else sigma
+        s_next = self.sigmas_tensor[i + 1] if sigma_next is None else sigma_next
         return NoiseDraw(self.noise, i, stage, s, s_next)
 
 

@@ -7,7 +7,9 @@ importing `fastdiff` does not.
 """
 
 try:
-    import diffusers  # noqa: F401
+    # DiffusionPipeline.from_pretrained looks a saved component's base class up in the module the component's class
+    # names (this one), so SchedulerMixin must be reachable here for a saved pipeline to load its fastdiff scheduler.
+    from diffusers import SchedulerMixin  # noqa: F401
 except ImportError as err:  # pragma: no cover - exercised only without diffusers
     raise ImportError("fastdiff.integrations.diffusers needs diffusers: pip install fastdiff[diffusers]") from err
 
@@ -15,10 +17,13 @@ from fastdiff.integrations.diffusers.schedulers import (
     SCHEDULERS,
     DPMpp2MScheduler,
     DPMpp2MSDEScheduler,
+    DPMpp3MSDEScheduler,
     EulerAncestralScheduler,
     EulerMaruyamaScheduler,
+    EulerScheduler,
     FastdiffScheduler,
     FastdiffSchedulerOutput,
+    HeunScheduler,
     IPNDMScheduler,
     SRKDPScheduler,
     SRKScheduler,
@@ -28,10 +33,13 @@ __all__ = [
     "SCHEDULERS",
     "DPMpp2MSDEScheduler",
     "DPMpp2MScheduler",
+    "DPMpp3MSDEScheduler",
     "EulerAncestralScheduler",
     "EulerMaruyamaScheduler",
+    "EulerScheduler",
     "FastdiffScheduler",
     "FastdiffSchedulerOutput",
+    "HeunScheduler",
     "IPNDMScheduler",
     "SRKDPScheduler",
     "SRKScheduler",

@@ -102,12 +102,16 @@ def evaluation_plan(solver: str, options: dict, grid: list[float]) -> Evaluation
     Raises when the solver's first request is not D(x, sigmas[0]) at its own input: a pipeline evaluates the model
     on the sample it holds, so a run must start there."""
     rule = make_solver(solver, **options)
-    ctx = StepContext(sigmas=list(grid), sigmas_tensor=torch.tensor(grid, dtype=torch.float64), noise=_ZeroNoise(),
-                      backend="reference")
+    ctx = StepContext(
+        sigmas=list(grid), sigmas_tensor=torch.tensor(grid, dtype=torch.float64), noise=_ZeroNoise(), backend="reference"
+    )
     run = SolverRun(rule, ctx, torch.zeros(1, 1, dtype=torch.float64))
     if not run.at_step_start or run.request.sigma != grid[0]:
-        raise ValueError(f"solver {solver!r} does not first evaluate D at its input (x, sigmas[0]); a diffusers pipeline "
-                         "evaluates the model on the sample it holds, so this solver cannot run as a scheduler")
+        raise ValueError(
+            f"solver {solver!r} with options {options} does not first evaluate D at its input (x, sigmas[0]), where a "
+            "diffusers pipeline evaluates the model on the sample it holds (EDM churn on the first step does that: "
+            "keep sigmas[0] above s_tmax)"
+        )
     sigmas, steps = [], []
     while not run.done:
         sigmas.append(run.request.sigma)

@@ -11,14 +11,20 @@ training timesteps are `timesteps`, one per network evaluation. Every `step()` a
 the model output converted to D(x, sigma), advances the running generator (`run.SolverRun`), and returns the point of
 the next request as `prev_sample`, where the pipeline evaluates the model next. A solver spending k evaluations per
 step has `order = k` and k timesteps per step (diffusers' convention for `order > 1`: the progress bar advances once
-per step). Where a pipeline changes the sample between calls (inpainting blends, step-end callbacks), the step starts
-again from the changed sample when the pending evaluation is at a step start; inside a step (a stage evaluation) the
-scheduler keeps its own state, as HeunDiscreteScheduler does.
+per step). Where a pipeline changes the sample between calls (inpainting blends, step-end callbacks), D is taken at the
+changed sample, where the model saw it, and a step whose first evaluation is pending starts again from it; inside a
+step (SRK's stage evaluations) the step keeps its own state, as HeunDiscreteScheduler does.
 
-Config: diffusers' keys (betas, `prediction_type` epsilon / v_prediction / sample, `timestep_spacing`,
-`use_karras_sigmas`, ...), then fastdiff's: `schedule` (grid kind, see `timestep_grids`), `rho`, `sigma_min`,
-`sigma_max`, `sigmas_file`, `backend` (of the fused solver step) and `seed` (noise of the stochastic solvers when no
-generator is passed), then the solver's own options under the solver's own names and defaults (SRK's `theta`, ...).
+Config (`COMMON_CONFIG`), first diffusers' keys: the betas (`beta_schedule` linear / scaled_linear / squaredcos_cap_v2,
+`trained_betas`, `rescale_betas_zero_snr`), `prediction_type` epsilon / v_prediction / sample, `variance_type` (with
+learned / learned_range the first half of the model's channels is its prediction), `timestep_spacing`, `steps_offset`,
+and the flags `use_karras_sigmas`, `use_exponential_sigmas`, `use_lu_lambdas`, read as schedules. Other diffusers keys
+(`clip_sample`, `thresholding`, ...) are not supported and are dropped by `from_config`. Then fastdiff's: `schedule`
+("discrete", the default: the training timesteps of `timestep_spacing`, placed as DPMSolverMultistepScheduler places
+them; "karras" with `rho`, "logsnr", "time_uniform", "time_quadratic" between `sigma_min` and `sigma_max`, by default
+the training range; "learned" with `sigmas_file`; see `timestep_grids`), `backend` (of the fused solver step), `seed`
+(noise of the stochastic solvers when no generator is passed, see `seeds`). Last, the solver's own options under the
+solver's own names and defaults (SRK's `theta`, ...).
 """
 
 from __future__ import annotations
@@ -86,16 +92,17 @@ class FastdiffSchedulerOutput(SchedulerOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-def _check_number(name: str, value: object, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and not value > 0):
-        raise ValueError(f"{name} must be a {'positive ' if positive else ''}number, got {value!r}")
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
 
 def _config_init(solver: str):
     """An `__init__` whose signature lists COMMON_CONFIG and then the options of `solver` (its own names and defaults),
     wrapped by diffusers' `register_to_config`, so that `from_config`, `save_config` and `from_pretrained` see them."""
-    options = [p for name, p in inspect.signature(SOLVERS[solver].__init__).parameters.items() if name != "self"]
+    init = SOLVERS[solver].__init__
+    options = [] if init is object.__init__ else [p for name, p in inspect.signature(init).parameters.items() if name != "self"]
     clash = sorted(set(COMMON_CONFIG) & {p.name for p in options})
     if clash or any(p.default is inspect.Parameter.empty for p in options):
         raise TypeError(f"solver {solver!r}: options must have defaults and not reuse scheduler config names {clash}")
@@ -152,7 +159,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         seed = config["seed"]
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-        _check_number("rho", config["rho"])
+        _check_positive("rho", config["rho"])
         betas = training_betas(
             config["num_train_timesteps"],
             config["beta_start"],
@@ -195,9 +202,11 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         if schedule == "discrete" and flags:
             schedule = _SCHEDULE_FLAGS[flags[0]]
         if (schedule == "learned") != (config["sigmas_file"] is not None):
-            raise ValueError(f"schedule='learned' and sigmas_file go together: got schedule={schedule!r}, "
-                             f"sigmas_file={config['sigmas_file']!r}")
-        bounds = [_check_number(name, config[name]) for name in ("sigma_min", "sigma_max") if config[name] is not None]
+            raise ValueError(
+                f"schedule='learned' and sigmas_file go together: got schedule={schedule!r}, "
+                f"sigmas_file={config['sigmas_file']!r}"
+            )
+        bounds = [_check_positive(name, config[name]) for name in ("sigma_min", "sigma_max") if config[name] is not None]
         self._table.check_sigma_range(bounds, "sigma_min and sigma_max")
         if config["sigma_min"] is not None and config["sigma_max"] is not None and not config["sigma_min"] < config["sigma_max"]:
             raise ValueError(f"sigma_min must be < sigma_max, got {config['sigma_min']} and {config['sigma_max']}")
@@ -246,8 +255,11 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         unexpected = sorted(name for name, value in kwargs.items() if value is not None)
         if unexpected:
             raise TypeError(f"set_timesteps got unexpected arguments {unexpected}")
-        given = [name for name, v in (("num_inference_steps", num_inference_steps), ("timesteps", timesteps),
-                                      ("sigmas", sigmas)) if v is not None]
+        given = [
+            name
+            for name, v in (("num_inference_steps", num_inference_steps), ("timesteps", timesteps), ("sigmas", sigmas))
+            if v is not None
+        ]
         if len(given) != 1 and not (given == [] and self._learned is not None):
             raise ValueError(f"pass exactly one of num_inference_steps, timesteps, sigmas; got {given or 'none'}")
         if sigmas is not None:
@@ -257,19 +269,33 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         elif self._learned is not None:
             steps = len(self._learned) - 1
             if num_inference_steps not in (None, steps):
-                raise ValueError(f"sigmas_file holds a schedule of {steps} steps; run with num_inference_steps={steps}, "
-                                 f"got {num_inference_steps}")
+                raise ValueError(
+                    f"sigmas_file holds a schedule of {steps} steps; run with num_inference_steps={steps}, "
+                    f"got {num_inference_steps}"
+                )
             grid = self._learned
         else:
             c = self.config
-            grid = schedule_grid(self._table, num_inference_steps, self._schedule, timestep_spacing=c.timestep_spacing,
-                                 steps_offset=c.steps_offset, rho=c.rho, sigma_min=c.sigma_min, sigma_max=c.sigma_max)
+            grid = schedule_grid(
+                self._table,
+                num_inference_steps,
+                self._schedule,
+                timestep_spacing=c.timestep_spacing,
+                steps_offset=c.steps_offset,
+                rho=c.rho,
+                sigma_min=c.sigma_min,
+                sigma_max=c.sigma_max,
+            )
         plan = evaluation_plan(self.solver, self._options, grid)
         if plan.max_per_step > self.order:
-            raise RuntimeError(f"{type(self).__name__}.order = {self.order} but {self.solver!r} evaluates {plan.max_per_step} "
-                               "times in a step")
-        self._table.check_sigma_range(plan.sigmas, f"the evaluation sigmas of {self.solver!r} on this grid",
-                                      "; a stage may lie past its step's end: raise sigma_min or use another schedule")
+            raise RuntimeError(
+                f"{type(self).__name__}.order = {self.order} but {self.solver!r} evaluates {plan.max_per_step} times in a step"
+            )
+        self._table.check_sigma_range(
+            plan.sigmas,
+            f"the evaluation sigmas of {self.solver!r} on this grid",
+            "; a stage may lie past its step's end: raise sigma_min or use another schedule",
+        )
         t = self._table.timesteps_of(plan.sigmas).astype(np.float32)
         self._timesteps_host = t
         self.timesteps = torch.from_numpy(t).to(device)
@@ -300,14 +326,19 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             raise RuntimeError(f"{type(self).__name__}: call set_timesteps(...) before step()")
         if self._run is None:
             self._run = self._start_run(timestep, sample, generator)
+            edited = False
         elif self._run.done:
-            raise RuntimeError(f"{type(self).__name__}: the run already reached sigma = 0; call set_timesteps(...) to start another")
-        elif sample is not self._returned and self._run.at_step_start:
-            pending = self._run.request
-            self._run.restart_step(to_ve(sample, pending.sigma, pending.x.dtype))
+            raise RuntimeError(f"{type(self).__name__}: the run already reached sigma = 0; call set_timesteps() to start another")
+        else:
+            edited = sample is not self._returned  # the pipeline changed the sample (inpainting blends, step-end callbacks)
         run = self._run
+        x = run.request.x
+        if edited:
+            x = to_ve(sample, run.request.sigma, x.dtype)  # D is taken where the model saw the sample
+            if run.at_step_start:
+                run.restart_step(x)  # and a step not yet begun starts again from it; inside a step the run keeps its state
         request = run.request
-        estimate = denoised(self._mean_output(model_output, sample), request.x, request.sigma, self.config.prediction_type)
+        estimate = denoised(self._mean_output(model_output, sample), x, request.sigma, self.config.prediction_type)
         run.answer(estimate)
         self._step_index += 1
         if run.done:
@@ -346,8 +377,10 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         else:
             hits = np.flatnonzero(self._timesteps_host == np.float32(float(timestep)))
             if hits.size == 0:
-                raise ValueError(f"timestep {float(timestep)} is not one of scheduler.timesteps; call set_begin_index() "
-                                 "to start a run elsewhere than at timesteps[0]")
+                raise ValueError(
+                    f"timestep {float(timestep)} is not one of scheduler.timesteps; call set_begin_index() "
+                    "to start a run elsewhere than at timesteps[0]"
+                )
             index = int(hits[0])
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self._plan.sigmas):
             raise ValueError(f"begin index must be an int in [0, {len(self._plan.sigmas)}), got {index!r}")
@@ -358,17 +391,32 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             raise TypeError(f"sample must be a floating-point tensor of shape [B, ...], got {type(sample).__name__}")
         first = self._first_evaluation(timestep)
         grid = self._plan.grid_from(first)
-        if first > 0 and not np.allclose(evaluation_plan(self.solver, self._options, grid).sigmas, self._plan.sigmas[first:],
-                                         rtol=1e-12, atol=0):
-            raise ValueError(f"{type(self).__name__} cannot start a run at timesteps[{first}] (inside a step of "
-                             f"{self.order} evaluations); start at a multiple of scheduler.order")
+        if first > 0 and not self._starts_there(grid, first):
+            raise ValueError(
+                f"{type(self).__name__} cannot start a run at timesteps[{first}] (inside a step of "
+                f"{self.order} evaluations); start at a multiple of scheduler.order"
+            )
         solver = make_solver(self.solver, **self._options)
         work = state_dtype(sample.dtype)
-        noise = run_noise(sample.shape[0], sample.device, generator, self.config.seed, self.config.backend) if solver.stochastic else None
-        ctx = StepContext(sigmas=grid, sigmas_tensor=torch.tensor(grid, dtype=work, device=sample.device), noise=noise,
-                          backend=self.config.backend)
+        noise = None
+        if solver.stochastic:
+            noise = run_noise(sample.shape[0], sample.device, generator, self.config.seed, self.config.backend)
+        ctx = StepContext(
+            sigmas=grid,
+            sigmas_tensor=torch.tensor(grid, dtype=work, device=sample.device),
+            noise=noise,
+            backend=self.config.backend,
+        )
         self._step_index = first
         return SolverRun(solver, ctx, to_ve(sample, grid[0], work))
+
+    def _starts_there(self, grid: list[float], first: int) -> bool:
+        """Whether a fresh run on `grid` evaluates where the planned run does from evaluation `first` on."""
+        if any(b >= a for a, b in zip(grid, grid[1:], strict=False)):
+            return False
+        planned = self._plan.sigmas[first:]
+        sigmas = evaluation_plan(self.solver, self._options, grid).sigmas
+        return len(sigmas) == len(planned) and np.allclose(sigmas, planned, rtol=1e-12, atol=0)
 
     def _mean_output(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """The model's prediction; the first half of the channels for a model that also predicts its variance."""
@@ -377,8 +425,25 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         learned = self.config.variance_type in ("learned", "learned_range")
         if learned and model_output.ndim > 1 and model_output.shape[1] == 2 * sample.shape[1]:
             return model_output[:, : sample.shape[1]]
-        raise ValueError(f"model_output must have the sample's shape {tuple(sample.shape)}"
-                         f"{' (or twice its channels with a learned variance)' if learned else ''}, got {tuple(model_output.shape)}")
+        also = " (or twice its channels with a learned variance)" if learned else ""
+        raise ValueError(
+            f"model_output must have the sample's shape {tuple(sample.shape)}{also}, got {tuple(model_output.shape)}"
+        )
+
+
+class EulerScheduler(FastdiffScheduler):
+    """Euler on the probability-flow ODE, i.e. DDIM (`euler`; EDM churn options `s_churn`, `s_tmin`, `s_tmax`, `s_noise`,
+    where the first step cannot be churned: the pipeline evaluates its own initial sample)."""
+
+    solver = "euler"
+
+
+class HeunScheduler(FastdiffScheduler):
+    """Heun's second-order method (`heun`, EDM Alg. 2): two evaluations per step, the second at the step's end, so
+    `timesteps` repeats entries as diffusers' HeunDiscreteScheduler does; churn options as `EulerScheduler`."""
+
+    solver = "heun"
+    order = 2
 
 
 class SRKScheduler(FastdiffScheduler):
@@ -407,6 +472,12 @@ class DPMpp2MSDEScheduler(FastdiffScheduler):
     solver = "dpmpp_2m_sde"
 
 
+class DPMpp3MSDEScheduler(FastdiffScheduler):
+    """DPM-Solver++(3M) SDE (`dpmpp_3m_sde`; options `eta`, `s_noise`)."""
+
+    solver = "dpmpp_3m_sde"
+
+
 class EulerMaruyamaScheduler(FastdiffScheduler):
     """Euler-Maruyama on the reverse SDE (`euler_maruyama`; option `s_noise`)."""
 
@@ -432,8 +503,11 @@ SCHEDULERS: dict[str, type[FastdiffScheduler]] = {
         SRKDPScheduler,
         DPMpp2MScheduler,
         DPMpp2MSDEScheduler,
+        DPMpp3MSDEScheduler,
         EulerMaruyamaScheduler,
         EulerAncestralScheduler,
         IPNDMScheduler,
+        EulerScheduler,
+        HeunScheduler,
     )
 }

@@ -5,26 +5,17 @@ Where the per-sample keys come from, first match wins:
 - one torch.Generator: one int64 per sample drawn from it;
 - the scheduler's `seed` config (int): fastdiff's per-sample seeds of that int (`fastdiff.noise.sample_seeds`);
 - otherwise torch's global generator.
-Keys drawn from generators stay on the device (the draws happen on the generator's device), so no host sync.
+Keys are drawn on the generator's device and never read on the host; a CPU generator's keys are copied to the
+sample's device once, at the first step of a run.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fastdiff.noise import STREAM_SOLVER, CounterNoise, sample_seeds
+from fastdiff.noise import CounterNoise, sample_seeds
 
 _KEY_BOUND = 2**62
-
-
-class KeyedNoise(CounterNoise):
-    """`CounterNoise` whose per-sample keys are an int64 tensor already on the sample's device."""
-
-    def __init__(self, keys: torch.Tensor, backend: str = "auto"):
-        self.seeds = None
-        self.keys = keys
-        self.backend = backend
-        self.stream = STREAM_SOLVER
 
 
 def _draw(generator: torch.Generator, n: int, device: torch.device) -> torch.Tensor:
@@ -44,7 +35,7 @@ def run_noise(
     if isinstance(generator, (list, tuple)):
         if len(generator) != batch:
             raise ValueError(f"generator list must have one generator per sample: got {len(generator)} for batch size {batch}")
-        return KeyedNoise(torch.cat([_draw(g, 1, device) for g in generator]), backend)
+        return CounterNoise.from_keys(torch.cat([_draw(g, 1, device) for g in generator]), backend)
     if generator is not None:
-        return KeyedNoise(_draw(generator, batch, device), backend)
+        return CounterNoise.from_keys(_draw(generator, batch, device), backend)
     return CounterNoise(sample_seeds(seed, batch), device, backend)

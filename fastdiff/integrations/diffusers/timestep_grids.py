@@ -87,11 +87,11 @@ def schedule_grid(
 
 def grid_from_sigmas(table: VPTable, sigmas: object, name: str = "sigmas") -> list[float]:
     """A user's decreasing sigmas (VE, diffusers' `sigmas` argument); a final 0 is appended when missing."""
-    if isinstance(sigmas, np.ndarray):
-        sigmas = torch.from_numpy(sigmas)
     if isinstance(sigmas, torch.Tensor):
-        sigmas = sigmas.detach().to("cpu", torch.float64).reshape(-1).tolist() if sigmas.is_floating_point() else sigmas
-    if isinstance(sigmas, Sequence) and not isinstance(sigmas, str) and len(sigmas) > 0 and float(sigmas[-1]) != 0.0:
+        sigmas = sigmas.detach().to("cpu", torch.float64).reshape(-1).tolist()
+    elif isinstance(sigmas, np.ndarray):
+        sigmas = sigmas.astype(np.float64).reshape(-1).tolist()
+    if isinstance(sigmas, Sequence) and not isinstance(sigmas, str) and len(sigmas) > 0 and sigmas[-1] != 0:
         sigmas = [*sigmas, 0.0]
     grid = check_sigmas(sigmas, torch.device("cpu"), name).tolist()
     table.check_sigma_range(grid, name)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-# The smallest alpha-bar kept at the last timestep of a zero-terminal-SNR schedule, where it would be 0 (sigma = inf).
+# The alpha-bar kept at the last timestep of a zero-terminal-SNR schedule, where it would be 0 (sigma = inf), as diffusers
+# keeps it (sigma = 4096); capped at half the previous entry so that the table stays monotone.
 ZERO_SNR_FLOOR = 2.0**-24
 _COSINE_MAX_BETA = 0.999
 
@@ -56,7 +57,8 @@ def training_betas(
         betas = torch.tensor(np.asarray(trained_betas, dtype=np.float64), dtype=torch.float32)
         if betas.shape != (num_train_timesteps,):
             raise ValueError(
-                f"trained_betas must be a list of num_train_timesteps={num_train_timesteps} numbers, got shape {tuple(betas.shape)}"
+                f"trained_betas must be a list of num_train_timesteps={num_train_timesteps} numbers, "
+                f"got shape {tuple(betas.shape)}"
             )
     elif beta_schedule == "linear":
         betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
@@ -76,8 +78,8 @@ class VPTable:
 
     def __init__(self, betas: torch.Tensor):
         abar = torch.cumprod(1.0 - betas, dim=0)
-        if abar[-1] <= 0:
-            abar[-1] = ZERO_SNR_FLOOR
+        if abar[-1] <= 0:  # zero terminal SNR: diffusers' floor, or half the previous entry where that is smaller
+            abar[-1] = min(ZERO_SNR_FLOOR, abar[-2].item() / 2)
         if not bool((abar[1:] < abar[:-1]).all()):
             raise ValueError("the betas must give a strictly decreasing alphas_cumprod (every beta > 0)")
         self.alphas_cumprod = abar
