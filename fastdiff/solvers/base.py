@@ -4,7 +4,9 @@ coefficients for `fastdiff.ops.solver_step`. The loop around it lives in `fastdi
 A step is a generator: it yields an `Evaluation(x, sigma)` for every network evaluation it
 needs, receives D(x, sigma) back through `send`, and yields its `StepOutput` last (yielded, not
 returned, and with no `yield from`: torch.compile traces generators written this way into one
-graph, but not a StopIteration value or a delegated sub-generator). The solver never calls the model,
+graph, but not a StopIteration value or a delegated sub-generator). A step changes no solver state
+before its first evaluation is answered, so a host may abandon it there and restart the step from
+another x (the diffusers schedulers do when a pipeline edits the sample). The solver never calls the model,
 so the same step rule runs inside `fastdiff.sample`, where the driver answers the requests, and
 inside a diffusers pipeline, where the pipeline does (`fastdiff.integrations.diffusers`).
 """
