@@ -1,1 +1,4 @@
-"""Triton kernels of the fused primitives, one module per primitive (installed as `fastdiff.kernels`)."""
+"""Triton kernels of the fused primitives, one module per primitive (installed as `fastdiff.kernels`):
+`philox` (counter-based normals) and `solver_step` (the fused step). Each module imports triton; to run
+them on CPU tensors in Triton's interpreter, set TRITON_INTERPRET=1 before importing them (the kernels
+read it when they are defined)."""

