@@ -1,4 +1,5 @@
-"""Command line: `python -m fastdiff demo [--samples N] [--grid karras] [--out DIR]`."""
+"""Command line: `python -m fastdiff demo [--samples N] [--grid karras] [--out DIR]` and
+`python -m fastdiff ld3 [--solver ipndm] [--nfe 4] [--out schedule.json]`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="demo_output", help="folder for the PNG plots (default demo_output)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ld3 = commands.add_parser("ld3", help="learn a step schedule (LD3) on an exact mixture: comparison table and plot")
+    ld3.add_argument(
+        "--solver", default="ipndm", help="solver whose grid is learned: euler, heun, dpmpp_2m, ipndm (default ipndm)"
+    )
+    ld3.add_argument("--nfe", type=int, default=4, help="network evaluations per sample (default 4)")
+    ld3.add_argument("--target", default="mixture_1d", help="exact target: mixture_1d (default), separated_1d, gaussian_8d")
+    ld3.add_argument("--teacher", default="exact", help="'exact' (the exact ODE map, default) or a solver name")
+    ld3.add_argument("--teacher-nfe", type=int, default=200, help="evaluations of a solver teacher (default 200)")
+    ld3.add_argument("--samples", type=int, default=100, help="teacher pairs to train on (default 100)")
+    ld3.add_argument("--epochs", type=int, default=100, help="at most this many training epochs (default 100)")
+    ld3.add_argument("--eval-samples", type=int, default=2000, help="held-out noises for the table (default 2000)")
+    ld3.add_argument("--radius", type=float, default=None, help="soft-objective slack r (default 0.001 d / NFE^2; 0 = hard)")
+    ld3.add_argument("--no-decouple", action="store_true", help="evaluate the model at the grid sigmas (no model-time offsets)")
+    ld3.add_argument("--out", default=None, help="save the learned schedule to this JSON file")
+    ld3.add_argument("--plot-dir", default="ld3_output", help="folder for the PNG (default ld3_output)")
+    ld3.add_argument("--seed", type=int, default=0)
+    ld3.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from fastdiff.demo import run_demo
@@ -34,6 +52,41 @@ def main(argv: list[str] | None = None) -> int:
         if args.samples < 2:
             parser.error("--samples must be >= 2")
         run_demo(args.nfe, args.samples, args.grid, args.out, args.seed, progress=not args.no_progress)
+    elif args.command == "ld3":
+        from fastdiff.ld3.cli import run_ld3
+        from fastdiff.ld3.solvers import learnable_solvers
+        from fastdiff.ld3.targets import TARGETS
+
+        if args.solver not in learnable_solvers():
+            parser.error(
+                f"--solver must be one of {', '.join(learnable_solvers())} (solvers with learned-schedule support), "
+                f"got {args.solver!r}"
+            )
+        if args.target not in TARGETS:
+            parser.error(f"--target must be one of {', '.join(TARGETS)}, got {args.target!r}")
+        if args.nfe < 1:
+            parser.error(f"--nfe must be >= 1, got {args.nfe}")
+        if args.samples < 2 or args.eval_samples < 2 or args.epochs < 1:
+            parser.error("--samples and --eval-samples must be >= 2, --epochs >= 1")
+        try:
+            run_ld3(
+                args.solver,
+                args.nfe,
+                args.target,
+                args.teacher,
+                args.teacher_nfe,
+                args.samples,
+                args.eval_samples,
+                args.radius,
+                not args.no_decouple,
+                args.out,
+                args.plot_dir,
+                args.seed,
+                args.epochs,
+                progress=not args.no_progress,
+            )
+        except ValueError as err:
+            parser.error(str(err))
     return 0
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fastdiff.backends import BACKENDS
+from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.noise import CounterNoise, SamplerNoise, device_keys, sample_seeds
 from fastdiff.progress import progress_range
 from fastdiff.solvers import StepContext, make_solver, run_step
@@ -53,7 +54,7 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
 def sample(
     denoiser: Denoiser,
     x: torch.Tensor,
-    sigmas: torch.Tensor | Sequence[float],
+    sigmas: torch.Tensor | Sequence[float] | LearnedSchedule,
     solver: str = "srk",
     *,
     seed: int | Sequence[int] | None = None,
@@ -75,9 +76,17 @@ def sample(
     Under torch.compile or CUDA graph capture pass `sigmas` as a list of floats (a tensor grid
     is read to the host once) and seeds as an int or a device tensor.
     `callback` gets k-diffusion's dict {'x', 'i', 'sigma', 'sigma_hat', 'denoised'} once per step.
+    `sigmas` may be a `fastdiff.ld3.LearnedSchedule`: the solver steps on its grid and the denoiser is evaluated at its
+    decoupled model times; a schedule learned for another solver or other solver options raises ValueError (pass
+    `schedule.sigmas` to run the bare grid anyway).
     Returns the sample in `x`'s dtype.
     """
     check_sample(x)
+    model_times = None
+    if isinstance(sigmas, LearnedSchedule):
+        sigmas.check_solver(solver, solver_options)
+        model_times = sigmas.model_times()
+        sigmas = list(sigmas.sigma_list)
     host_grid, grid = check_grid(sigmas, x.device)
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
@@ -97,6 +106,7 @@ def sample(
     elif seed is not None:
         sample_seeds(seed, x.shape[0])  # validate even when unused, so a bad seed list never passes silently
     evaluate = DenoiserCall(denoiser, x.dtype, extra_args)
+    answer = evaluate if model_times is None else model_times.wrap(evaluate)
     ctx = StepContext(
         sigmas=host_grid,
         sigmas_tensor=grid.to(work_dtype),
@@ -105,7 +115,7 @@ def sample(
     )
     state = x.to(work_dtype)
     for i in progress_range(len(ctx.sigmas) - 1, progress, desc=f"fastdiff {solver}"):
-        out = run_step(rule, ctx, i, state, evaluate)
+        out = run_step(rule, ctx, i, state, answer)
         if callback is not None:
             callback({
                 "x": out.x_eval,

@@ -11,7 +11,9 @@ Backends: "reference" (PyTorch), "cpu" and "cuda" (the compiled `torch.ops.fastd
 "triton" (`torch.ops.fastdiff.solver_step_triton`, kernels/solver_step.py). float16/bfloat16 are
 added in float32 by the fused backends. "auto" takes the compiled kernel of x's device when it is
 built. Coefficients are host numbers, never tensors, so a step never syncs with the device. The
-fused ops are differentiable: the step is linear, so its gradients are `a g` and `b_i g`.
+fused ops are differentiable: the step is linear, so its gradients are `a g` and `b_i g`. One exception, for
+learning the grid itself (`fastdiff.ld3`): on the "reference" backend `a` and `bs` may be 0-d tensors that
+require grad, and the step is then plain differentiable PyTorch arithmetic (gradients reach the coefficients too).
 
 Output layout: row-major when there is counter noise (the Gaussians follow the element order);
 otherwise the compiled ops keep a dense x's layout (channels-last stays channels-last).
@@ -59,6 +61,29 @@ def _check_coefficient(name: str, value: object) -> float:
     return float(value)
 
 
+def _learnable(a: object, bs: Sequence[object]) -> list[str]:
+    """Names of the coefficients given as 0-d floating tensors that require grad (`fastdiff.ld3` learning a grid)."""
+    named = [("a", a), *((f"bs[{i}]", b) for i, b in enumerate(bs))]
+    return [n for n, v in named if isinstance(v, torch.Tensor) and v.ndim == 0 and v.dtype.is_floating_point and v.requires_grad]
+
+
+def _differentiable_step(x, ks, a, bs, noise, backend: str, learnable: list[str]) -> torch.Tensor:
+    """`a x + sum_i b_i k_i` in plain PyTorch, so that gradients reach tensor coefficients; reference backend only."""
+    chosen = resolve_backend(backend, x.device, SUPPORTED_BACKENDS)
+    if chosen != "reference" or noise:
+        why = f"backend {chosen!r}" if chosen != "reference" else "noise terms"
+        raise TypeError(
+            f"solver_step: {learnable[0]} is a tensor that requires grad; differentiable coefficients need "
+            f"backend='reference' and no noise, got {why}"
+        )
+    placeholder = [1.0 if name in learnable else v for name, v in [("a", a), *((f"bs[{i}]", b) for i, b in enumerate(bs))]]
+    _check_operands(x, ks, placeholder[0], placeholder[1:])
+    out = a * x
+    for b, k in zip(bs, ks, strict=True):
+        out = out + b * k
+    return out
+
+
 def _check_operands(x: torch.Tensor, ks: Sequence[torch.Tensor], a: float, bs: Sequence[float]) -> None:
     if not isinstance(x, torch.Tensor) or x.dtype not in FLOAT_DTYPES:
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
@@ -92,6 +117,9 @@ def solver_step(
     backend: str = "auto",
 ) -> torch.Tensor:
     """`a x + sum_i b_i ks[i] + sum_j c_j z_j`, with `z_j` the Gaussians requested by `noise` as (c_j, draw)."""
+    learnable = _learnable(a, bs)
+    if learnable:
+        return _differentiable_step(x, ks, a, bs, noise, backend, learnable)
     _check_operands(x, ks, a, bs)
     cs = [_check_coefficient(f"noise[{j}] coefficient", c) for j, (c, _) in enumerate(noise)]
     chosen = resolve_backend(backend, x.device, SUPPORTED_BACKENDS)

@@ -27,7 +27,10 @@ from fastdiff.ops.solver_step import NoiseDraw
 class StepContext:
     """Everything a step rule may use; built once per sampling run by the driver.
 
-    `sigmas` is the grid as host floats (float64), `sigmas_tensor` the same grid on the sample's device.
+    `sigmas` is the grid as host floats (float64), `sigmas_tensor` the same grid on the sample's device. To learn a
+    grid (`fastdiff.ld3`), `sigmas` holds 0-d float64 tensors that require grad instead: the step rules whose class sets
+    `learnable_schedule = True` compute their coefficients with `fastdiff.solvers.scalar` so that the solve is
+    differentiable in the grid (with backend "reference").
     """
 
     sigmas: list[float]
@@ -74,6 +77,8 @@ class Solver:
 
     name: ClassVar[str]
     stochastic: bool = False
+    # True where the step rule runs on a grid of 0-d tensors that require grad (see StepContext), so fastdiff.ld3 can learn it.
+    learnable_schedule: ClassVar[bool] = False
 
     def step(self, ctx: StepContext, i: int, x: torch.Tensor) -> Generator[Evaluation | StepOutput, torch.Tensor, None]:
         """Step i from x at sigmas[i] to sigmas[i + 1]: yields evaluations, then the new state."""

@@ -7,14 +7,15 @@ D_hat = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1} with r = h_{i-1}/h. One evaluation per
 
 from __future__ import annotations
 
-import math
-
 from fastdiff.ops.solver_step import solver_step
+from fastdiff.solvers import scalar
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 
 
 class DPMpp2M(Solver):
     name = "dpmpp_2m"
+    order = 2
+    learnable_schedule = True
 
     def __init__(self):
         self.previous_denoised = None
@@ -25,12 +26,12 @@ class DPMpp2M(Solver):
         if sigma_next == 0.0:
             x_next = denoised  # the step to sigma = 0 is the denoising step x = D
         else:
-            h = math.log(sigma / sigma_next)
-            weight = -math.expm1(-h)
+            h = scalar.log(sigma / sigma_next)
+            weight = -scalar.expm1(-h)
             if self.previous_denoised is None:
                 ks, bs = [denoised], [weight]
             else:
-                half_inv_r = 0.5 * h / math.log(ctx.sigmas[i - 1] / sigma)
+                half_inv_r = 0.5 * h / scalar.log(ctx.sigmas[i - 1] / sigma)
                 ks, bs = [denoised, self.previous_denoised], [weight * (1.0 + half_inv_r), -weight * half_inv_r]
             x_next = solver_step(x, ks, sigma_next / sigma, bs, backend=ctx.backend)
         self.previous_denoised = denoised

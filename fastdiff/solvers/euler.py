@@ -14,6 +14,8 @@ from fastdiff.solvers.churn import ChurnedSolver
 
 class Euler(ChurnedSolver):
     name = "euler"
+    order = 1
+    learnable_schedule = True
 
     def step(self, ctx, i, x):
         x, sigma_hat = self.churn.apply(ctx, i, x)

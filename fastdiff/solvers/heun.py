@@ -15,6 +15,8 @@ from fastdiff.solvers.churn import ChurnedSolver
 
 class Heun(ChurnedSolver):
     name = "heun"
+    order = 2
+    learnable_schedule = True
 
     def step(self, ctx, i, x):
         x, sigma_hat = self.churn.apply(ctx, i, x)

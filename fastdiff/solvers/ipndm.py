@@ -26,11 +26,13 @@ ADAMS_BASHFORTH = (
 
 class IPNDM(Solver):
     name = "ipndm"
+    learnable_schedule = True
 
     def __init__(self, max_order: int = 4):
         if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= len(ADAMS_BASHFORTH):
             raise ValueError(f"max_order must be an int in [1, {len(ADAMS_BASHFORTH)}], got {max_order!r}")
         self.max_order = max_order
+        self.order = max_order  # of the Adams-Bashforth steps; the warm-up makes the global order 2 (tests/test_ode_order.py)
         self.history: list[tuple] = []  # (x, D, sigma) of the previous steps, newest first
 
     def step(self, ctx, i, x):

@@ -1,0 +1,88 @@
+"""The solver side of LD3: which step rules can learn a grid, their full options, and NFE -> steps.
+
+A schedule is tied to (solver, options, NFE). NFE counts network evaluations; the grid runs from sigma_max to
+sigma_min, and with `to_zero` appends a final step to 0. Steps per NFE are found by a dry run of the step rule
+(the most steps whose evaluations fit the budget):
+
+| solver | grid ends at sigma_min (default) | grid ends with 0 (`to_zero=True`) |
+|---|---|---|
+| euler, dpmpp_2m, ipndm | NFE steps, NFE + 1 levels | NFE steps, NFE levels + 0 |
+| heun | floor(NFE / 2) steps (2 evaluations each) | floor((NFE + 1) / 2) steps (the step to 0 costs 1) |
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+
+from fastdiff.solvers import SOLVERS, StepContext, make_solver, run_step
+
+
+def learnable_solvers() -> tuple[str, ...]:
+    """Names of the step rules that accept a differentiable grid (class attribute `learnable_schedule`)."""
+    return tuple(sorted(name for name, cls in SOLVERS.items() if getattr(cls, "learnable_schedule", False)))
+
+
+def resolve_solver(solver: object, options: dict | None = None) -> dict:
+    """Every constructor option of `solver` (defaults filled in), after checking that LD3 can learn its grid.
+    Two option sets give the same solver exactly when their resolved dicts are equal."""
+    if not isinstance(solver, str):
+        raise TypeError(f"solver must be a solver name (str), got {type(solver).__name__}")
+    options = dict(options or {})
+    rule = make_solver(solver, **options)  # unknown solver or option: raises, naming it
+    if not getattr(rule, "learnable_schedule", False):
+        raise ValueError(f"solver {solver!r} does not support learned schedules; LD3 supports: {', '.join(learnable_solvers())}")
+    if rule.stochastic:
+        raise ValueError(
+            f"LD3 learns grids for the deterministic (ODE) form of {solver!r}; got stochastic options {options} (set s_churn=0)"
+        )
+    init = SOLVERS[solver].__init__
+    params = {} if init is object.__init__ else inspect.signature(init).parameters
+    full = {n: p.default for n, p in params.items() if n != "self" and p.default is not inspect.Parameter.empty}
+    full.update(options)
+    return full
+
+
+def count_evaluations(solver: str, options: dict, steps: int, to_zero: bool) -> int:
+    """Network evaluations of `solver` on a grid of `steps` steps (a dry run with a zero denoiser)."""
+    levels = steps if to_zero else steps + 1
+    grid = [math.exp(-k) for k in range(levels)] + ([0.0] if to_zero else [])
+    rule = make_solver(solver, **options)
+    ctx = StepContext(sigmas=grid, sigmas_tensor=torch.tensor(grid, dtype=torch.float64), noise=None, backend="reference")
+    calls = 0
+
+    def zero(x, sigma):
+        nonlocal calls
+        calls += 1
+        return torch.zeros_like(x)
+
+    x = torch.ones(1, 1, dtype=torch.float64)
+    for i in range(steps):
+        x = run_step(rule, ctx, i, x, zero).x_next
+    return calls
+
+
+def steps_for_nfe(solver: str, options: dict, nfe: int, to_zero: bool) -> tuple[int, int]:
+    """(steps, evaluations): the most steps of `solver` whose evaluations fit `nfe`."""
+    if isinstance(nfe, bool) or not isinstance(nfe, int):
+        raise TypeError(f"nfe must be an int, got {type(nfe).__name__}")
+    if nfe < 1:
+        raise ValueError(f"nfe must be >= 1 (network evaluations per sample), got {nfe}")
+    best = None
+    for steps in range(1, nfe + 1):
+        used = count_evaluations(solver, options, steps, to_zero)
+        if used > nfe:
+            break
+        best = (steps, used)
+    if best is None:
+        one = count_evaluations(solver, options, 1, to_zero)
+        raise ValueError(f"nfe={nfe} is too small for {solver!r}: one step costs {one} evaluations")
+    return best
+
+
+def minimal_options(solver: str, options: dict | None) -> dict:
+    """The options of `solver` that differ from its defaults (what a schedule file stores)."""
+    full, defaults = resolve_solver(solver, options), resolve_solver(solver)
+    return {k: v for k, v in full.items() if defaults.get(k) != v}
