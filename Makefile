@@ -14,7 +14,7 @@ install:
 	$(PIP) install -q --no-build-isolation -e .
 
 install-test: install
-	$(PIP) install -q pytest pytest-benchmark scipy ruff
+	$(PIP) install -q pytest pytest-benchmark scipy ruff scikit-learn
 	# k-diffusion is the reference the compatible samplers are tested against; its package
 	# metadata pulls torchvision, which breaks on a CPU torch, so install it without dependencies.
 	$(PIP) install -q --no-deps k-diffusion==0.1.1.post1 torchsde==0.2.6 torchdiffeq==0.2.5 trampoline==0.1.2

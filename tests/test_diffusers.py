@@ -310,6 +310,42 @@ def test_learned_sigmas_file(tmp_path, suffix):
         loaded.set_timesteps(50)
 
 
+@pytest.mark.parametrize("solver", ["dpmpp_2m", "heun", "ipndm"])
+def test_ld3_schedule_file_evaluates_at_the_model_times(tmp_path, unet64, ddpm_config, solver):
+    """An LD3 schedule file brings its decoupled model times: the pipeline's timesteps are those of the model sigmas,
+    and the loop equals fastdiff.sample given the schedule (float64), not the bare grid."""
+    from fastdiff.ld3 import LearnedSchedule
+    from fastdiff.ld3.solvers import count_evaluations
+
+    evaluations = count_evaluations(solver, {}, 5, True)
+    schedule = LearnedSchedule(
+        solver=solver, solver_options={}, nfe=evaluations, steps=5, evaluations=evaluations, sigma_min=0.05,
+        sigma_max=10.0, to_zero=True, decoupled=True, sigma_list=(10.0, 3.0, 1.0, 0.3, 0.05, 0.0),
+        model_sigma_list=(10.0, 2.4, 1.3, 0.25, 0.05, 0.0),
+    )
+    path = tmp_path / "ld3.json"
+    schedule.save(path)
+    scheduler = SCHEDULERS[solver].from_config(ddpm_config, schedule="learned", sigmas_file=str(path))
+    scheduler.set_timesteps()
+    assert scheduler.solver_sigmas.tolist() == list(schedule.sigma_list)
+    x_vp = torch.randn(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = run_loop(scheduler, unet_eps(unet64), x_vp)
+    denoiser = VPEpsDenoiser(unet_eps(unet64), scheduler.alphas_cumprod)
+    x = x_vp * math.sqrt(1 + 10.0**2)
+    seen = []
+    reference = fastdiff.sample(lambda y, s: (seen.append(float(s[0])), denoiser(y, s))[1], x, schedule, solver)
+    assert (ours - reference).abs().max() <= 1e-12 * reference.abs().max()
+    torch.testing.assert_close(scheduler.sigmas[:-1].double(), torch.tensor(seen, dtype=torch.float64), rtol=1e-6, atol=0)
+    assert scheduler.timesteps.tolist() == pytest.approx(
+        scheduler._table.timesteps_of(seen).tolist(), rel=1e-6
+    )
+    bare = fastdiff.sample(denoiser, x, schedule.sigmas, solver)
+    assert (ours - bare).abs().max() > 1e-4 * reference.abs().max()
+    other = "euler" if solver != "euler" else "heun"
+    with pytest.raises(ValueError, match=f"learned for solver {solver!r}"):
+        SCHEDULERS[other].from_config(ddpm_config, schedule="learned", sigmas_file=str(path))
+
+
 def test_pipeline_save_load_keeps_the_scheduler(tmp_path, unet):
     from diffusers import DiffusionPipeline
 

@@ -51,6 +51,8 @@ from fastdiff.integrations.diffusers.timestep_grids import (
     schedule_grid,
 )
 from fastdiff.integrations.diffusers.vp_table import PREDICTION_TYPES, VPTable, denoised, to_ve, to_vp, training_betas
+from fastdiff.ld3.model_time import ModelTimes
+from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.solvers import SOLVERS, StepContext, make_solver
 
 PUBLIC_MODULE = "fastdiff.integrations.diffusers"
@@ -173,8 +175,10 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         self.alphas_cumprod = self._table.alphas_cumprod
         self._schedule = self._resolve_schedule(config)
         self._learned = None
+        self._model_times = None
+        self._run_on_learned_grid = False
         if self._schedule == "learned":
-            self._learned = grid_from_sigmas(self._table, load_sigmas_file(config["sigmas_file"]), "sigmas_file")
+            self._learned = self._learned_grid(config["sigmas_file"])
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None
         self.timesteps = torch.arange(self._table.num_train_timesteps - 1, -1, -1, dtype=torch.float32)
@@ -211,6 +215,27 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         if config["sigma_min"] is not None and config["sigma_max"] is not None and not config["sigma_min"] < config["sigma_max"]:
             raise ValueError(f"sigma_min must be < sigma_max, got {config['sigma_min']} and {config['sigma_max']}")
         return schedule
+
+    def _learned_grid(self, path: str) -> list[float]:
+        """The grid in `sigmas_file`. An LD3 schedule must be one learned for this scheduler's solver and options; its
+        decoupled model times then decide where the model is evaluated (`_model_sigma`). A schedule that stops at
+        sigma_min gets a last step to 0 here, at one more evaluation, so that the pipeline ends with a clean sample."""
+        stored = load_sigmas_file(path)
+        if isinstance(stored, LearnedSchedule):
+            stored.check_solver(self.solver, self._options)
+            sigmas, model_sigmas = list(stored.sigma_list), list(stored.model_sigma_list)
+            if sigmas[-1] != 0.0:
+                sigmas, model_sigmas = [*sigmas, 0.0], [*model_sigmas, 0.0]
+            self._model_times = ModelTimes(sigmas, model_sigmas)
+            stored = sigmas
+        return grid_from_sigmas(self._table, stored, "sigmas_file")
+
+    def _model_sigma(self, sigma: float) -> float:
+        """Where the model is evaluated for a solver request at `sigma`: sigma itself, or its decoupled model time when
+        the grid comes from an LD3 schedule file (host floats, no sync)."""
+        if self._model_times is None or not self._run_on_learned_grid:
+            return sigma
+        return self._model_times(sigma)
 
     def _reset_run(self) -> None:
         self._run: SolverRun | None = None
@@ -262,6 +287,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         ]
         if len(given) != 1 and not (given == [] and self._learned is not None):
             raise ValueError(f"pass exactly one of num_inference_steps, timesteps, sigmas; got {given or 'none'}")
+        self._run_on_learned_grid = sigmas is None and timesteps is None and self._learned is not None
         if sigmas is not None:
             grid = grid_from_sigmas(self._table, sigmas)
         elif timesteps is not None:
@@ -291,15 +317,16 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             raise RuntimeError(
                 f"{type(self).__name__}.order = {self.order} but {self.solver!r} evaluates {plan.max_per_step} times in a step"
             )
+        model_sigmas = [self._model_sigma(s) for s in plan.sigmas]
         self._table.check_sigma_range(
-            plan.sigmas,
+            model_sigmas,
             f"the evaluation sigmas of {self.solver!r} on this grid",
             "; a stage may lie past its step's end: raise sigma_min or use another schedule",
         )
-        t = self._table.timesteps_of(plan.sigmas).astype(np.float32)
+        t = self._table.timesteps_of(model_sigmas).astype(np.float32)
         self._timesteps_host = t
         self.timesteps = torch.from_numpy(t).to(device)
-        self.sigmas = torch.tensor([*plan.sigmas, 0.0], dtype=torch.float32)
+        self.sigmas = torch.tensor([*model_sigmas, 0.0], dtype=torch.float32)
         self.solver_sigmas = torch.tensor(grid, dtype=torch.float64)
         self.num_inference_steps = len(grid) - 1
         self._plan = plan
@@ -333,18 +360,18 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             edited = sample is not self._returned  # the pipeline changed the sample (inpainting blends, step-end callbacks)
         run = self._run
         x = run.request.x
+        model_sigma = self._model_sigma(run.request.sigma)
         if edited:
-            x = to_ve(sample, run.request.sigma, x.dtype)  # D is taken where the model saw the sample
+            x = to_ve(sample, model_sigma, x.dtype)  # D is taken where the model saw the sample
             if run.at_step_start:
                 run.restart_step(x)  # and a step not yet begun starts again from it; inside a step the run keeps its state
-        request = run.request
-        estimate = denoised(self._mean_output(model_output, sample), x, request.sigma, self.config.prediction_type)
+        estimate = denoised(self._mean_output(model_output, sample), x, model_sigma, self.config.prediction_type)
         run.answer(estimate)
         self._step_index += 1
         if run.done:
             prev_sample = run.result.to(sample.dtype)
         else:
-            prev_sample = to_vp(run.request.x, run.request.sigma, sample.dtype)
+            prev_sample = to_vp(run.request.x, self._model_sigma(run.request.sigma), sample.dtype)
         self._returned = prev_sample
         estimate = estimate.to(sample.dtype)
         if not return_dict:

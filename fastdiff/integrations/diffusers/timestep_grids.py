@@ -7,7 +7,8 @@ Where the grid comes from:
   `fastdiff.get_sigmas`, and "time_uniform" / "time_quadratic": uniform / quadratic in the model's own (fractional)
   training timestep, exact for every beta schedule; all between `sigma_max` and `sigma_min`, by default the
   table's range;
-- `schedule="learned"`: the sigmas stored in `sigmas_file` (for instance a schedule learned with LD3);
+- `schedule="learned"`: the sigmas stored in `sigmas_file`; an LD3 schedule file (`fastdiff.ld3.LearnedSchedule.save`)
+  also brings its decoupled model times, and must have been learned for the scheduler's solver;
 - or explicit `sigmas` / `timesteps` handed to `set_timesteps`.
 """
 
@@ -23,6 +24,8 @@ import torch
 
 from fastdiff.grids import get_sigmas
 from fastdiff.integrations.diffusers.vp_table import VPTable
+from fastdiff.ld3.schedule import FORMAT as SCHEDULE_FORMAT
+from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.validation import check_positive_int, check_sigmas
 
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
@@ -109,9 +112,10 @@ def grid_from_timesteps(table: VPTable, timesteps: object) -> list[float]:
     return _with_zero(table.sigmas_at(t).tolist())
 
 
-def load_sigmas_file(path: str | os.PathLike) -> list[float]:
-    """Sigmas stored in a file: JSON (a list, or an object with a "sigmas" list) or a torch file (`torch.save` of a
-    1-D tensor or of a dict with a "sigmas" tensor), decreasing; the final 0 may be omitted."""
+def load_sigmas_file(path: str | os.PathLike) -> list[float] | LearnedSchedule:
+    """Sigmas stored in a file: JSON (a list, an object with a "sigmas" list, or an LD3 schedule, returned validated as
+    a `LearnedSchedule`) or a torch file (`torch.save` of a 1-D tensor or of a dict with a "sigmas" tensor),
+    decreasing; the final 0 may be omitted."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"sigmas_file must be a path (str), got {type(path).__name__}")
     if not os.path.isfile(path):
@@ -121,6 +125,8 @@ def load_sigmas_file(path: str | os.PathLike) -> list[float]:
             data = json.load(f)
     else:
         data = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(data, dict) and data.get("format") == SCHEDULE_FORMAT:
+        return LearnedSchedule.from_dict(data, f"sigmas_file {os.fspath(path)!r}")
     if isinstance(data, dict):
         if "sigmas" not in data:
             raise ValueError(f"sigmas_file {os.fspath(path)!r} holds a dict without a 'sigmas' entry (keys: {sorted(data)})")
