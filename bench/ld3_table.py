@@ -1,6 +1,6 @@
 """LD3 benchmark: learned vs hand-designed grids on exact targets, and the two ablations (bench/LD3.md).
 
-    python bench/ld3_table.py table      [--targets mixture_1d,gaussian_8d,separated_1d] [--threads 2]
+    python bench/ld3_table.py table      [--targets mixture_1d,gaussian_8d,separated_1d] [--distance l2] [--threads 2]
     python bench/ld3_table.py ablation   [--targets mixture_1d,gaussian_8d] [--nfe 4,8] [--seeds 0,1,2]
     python bench/ld3_table.py radius     (held-out RMSE against the soft objective's radius)
     python bench/ld3_table.py teacher    (2-D ring mixture, fine-Heun float64 teacher and reference)
@@ -43,7 +43,7 @@ def run(gm, solver, nfe, x_T, exact, **options):
     return schedule, compare(gm.denoiser, schedule, x_T, exact), seconds
 
 
-def table(targets, nfes):
+def table(targets, nfes, distance="l2"):
     print(
         "| target | solver | NFE | learned RMSE | best hand RMSE (grid) | ratio | learned W2 | best hand W2 | W2 ratio "
         "| train s | epochs | start |"
@@ -54,7 +54,7 @@ def table(targets, nfes):
         x_T, exact = held_out(gm)
         for solver in SOLVERS:
             for nfe in nfes:
-                schedule, rows, seconds = run(gm, solver, nfe, x_T, exact)
+                schedule, rows, seconds = run(gm, solver, nfe, x_T, exact, distance=distance)
                 hand = rows[1:]
                 best = min(hand, key=lambda r: r.rmse)
                 best_w2 = min(r.sliced_w2 for r in hand)
@@ -139,6 +139,7 @@ def main():
     parser.add_argument("--nfe", default=None)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--distance", default="l2", choices=("l2", "squared_l2"), help="training distance (table only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)")
@@ -146,6 +147,7 @@ def main():
         table(
             (args.targets or "mixture_1d,gaussian_8d,separated_1d").split(","),
             [int(v) for v in (args.nfe or "4,6,8,10").split(",")],
+            args.distance,
         )
     elif args.what == "ablation":
         ablation(

@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ld3.add_argument("--epochs", type=int, default=100, help="at most this many training epochs (default 100)")
     ld3.add_argument("--eval-samples", type=int, default=2000, help="held-out noises for the table (default 2000)")
     ld3.add_argument("--radius", type=float, default=None, help="soft-objective slack r (default 0.001 d / NFE^2; 0 = hard)")
+    ld3.add_argument(
+        "--distance", choices=("l2", "squared_l2"), default="l2", help="training distance (default l2, LD3's choice)"
+    )
     ld3.add_argument("--no-decouple", action="store_true", help="evaluate the model at the grid sigmas (no model-time offsets)")
     ld3.add_argument("--out", default=None, help="save the learned schedule to this JSON file")
     ld3.add_argument("--plot-dir", default="ld3_output", help="folder for the PNG (default ld3_output)")
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.plot_dir,
                 args.seed,
                 args.epochs,
+                distance=args.distance,
                 progress=not args.no_progress,
             )
         except ValueError as err:

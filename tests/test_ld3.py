@@ -275,6 +275,23 @@ def test_bad_input_raises(target):
         learn(gm, "euler", 4, radius=-1.0)
     with pytest.raises(ValueError, match="teacher produced NaN"):
         learn(gm, "euler", 4, teacher_solver=lambda x, s, t: x * float("nan"))
+    with pytest.raises(ValueError, match=r"distance must be one of \['l2', 'squared_l2'\]"):
+        learn(gm, "euler", 4, distance="l1")
+
+
+def test_squared_l2_distance_trains_on_the_mean_squared_error(target):
+    """distance="squared_l2": the validation losses are the mean squared error of the student on the held-out pairs."""
+    from fastdiff.ld3.baselines import hand_designed_grid
+
+    gm = target[0]
+    schedule = learn(gm, "euler", 4, distance="squared_l2", init="karras", max_epochs=1)
+    n_train, n_val = schedule.config["n_samples"], schedule.config["n_val"]
+    x_all = torch.randn(n_train + n_val, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * SIGMA_MAX
+    x_val = x_all[n_train:]
+    grid = hand_designed_grid("karras", schedule.steps + 1, SIGMA_MIN, SIGMA_MAX, False)
+    out = solve(NetworkCall(gm.denoiser), "euler", {}, grid, x_val, grid)
+    mse = float((out - gm.ode_solution(x_val, SIGMA_MAX, SIGMA_MIN)).pow(2).sum(1).mean())
+    assert schedule.config["start_val"]["karras"] == pytest.approx(mse, rel=1e-9)
 
 
 def test_non_finite_loss_raises_and_saves_nothing(target, tmp_path):

@@ -38,6 +38,7 @@ def run_ld3(
     plot_dir: str = "ld3_output",
     seed: int = 0,
     max_epochs: int = 100,
+    distance: str = "l2",
     progress: bool = True,
 ) -> tuple[LearnedSchedule, list[GridError]]:
     gm = TARGETS[target]()
@@ -61,6 +62,7 @@ def run_ld3(
         sigma_max=sigma_max,
         seed=seed,
         max_epochs=max_epochs,
+        distance=distance,
         progress=progress,
     )
     seconds = time.perf_counter() - start
