@@ -5,11 +5,11 @@
     schedule = fastdiff.ld3.learn_sigmas(denoiser, "ipndm", 4, shape=(2,))  # LD3: a learned grid for 4 evaluations
 """
 
-from fastdiff import compose, density, ld3, models, sampling, toy
+from fastdiff import compose, density, ld3, models, sampling, toy, train
 from fastdiff.backends import backends
 from fastdiff.driver import sample
 from fastdiff.grids import get_sigmas
 from fastdiff.solvers import SOLVERS
 
 __version__ = "0.1.0"
-__all__ = ["SOLVERS", "backends", "compose", "density", "get_sigmas", "ld3", "models", "sample", "sampling", "toy"]
+__all__ = ["SOLVERS", "backends", "compose", "density", "get_sigmas", "ld3", "models", "sample", "sampling", "toy", "train"]

@@ -1,5 +1,7 @@
-"""Command line: `python -m fastdiff demo [--samples N] [--grid karras] [--out DIR]` and
-`python -m fastdiff ld3 [--solver ipndm] [--nfe 4] [--out schedule.json]`."""
+"""Command line: `python -m fastdiff demo [--samples N] [--grid karras] [--out DIR]`,
+`python -m fastdiff ld3 [--solver ipndm] [--nfe 4] [--out schedule.json]`, `python -m fastdiff compose-demo`,
+`python -m fastdiff train [--preset toy|digits] [--loss dsm|cdm]` and `python -m fastdiff tdc [--preset toy|digits]`
+(`--help` on each)."""
 
 from __future__ import annotations
 
@@ -48,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     ld3.add_argument("--plot-dir", default="ld3_output", help="folder for the PNG (default ld3_output)")
     ld3.add_argument("--seed", type=int, default=0)
     ld3.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    from fastdiff.compose.demo import add_subcommand as add_compose_demo
+    from fastdiff.train.cli import add_subcommand as add_train
+    from fastdiff.train.tdc.cli import add_subcommand as add_tdc
+
+    for add in (add_compose_demo, add_train, add_tdc):
+        add(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from fastdiff.demo import run_demo
@@ -91,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ValueError as err:
             parser.error(str(err))
+    else:
+        status = args.run(args)  # compose-demo returns its samples, train and tdc an exit status
+        return status if isinstance(status, int) else 0
     return 0
 
 

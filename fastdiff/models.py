@@ -249,3 +249,70 @@ class ScoreDenoiser(nn.Module):
             got = tuple(score.shape) if isinstance(score, torch.Tensor) else type(score).__name__
             raise ValueError(f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {got}")
         return (x + sb**2 * score.to(s.dtype)).to(x.dtype)
+
+
+def _per_sample_arg(value: object, x: torch.Tensor) -> bool:
+    return isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == x.shape[0]
+
+
+class GroupedDenoiser(nn.Module):
+    """Timestep-grouped denoiser (TDC, ALGORITHMS.md section 9): D(x, sigma) = D_g(x, sigma) for the group g of sigma.
+
+    `groups` is a sequence of `(sigma_lo, sigma_hi, denoiser)` that tile one interval without gaps or overlaps
+    (in any order; sorted here by sigma_lo): group g covers sigma_lo <= sigma < sigma_hi, the highest group also
+    its sigma_hi (which may be inf). Each sample of a [B] sigma is routed on its own; a batch that mixes groups is
+    partitioned, each part goes through its group's denoiser, and the outputs are scattered back in order
+    (tensor keyword arguments whose first dimension is B, e.g. class labels, are partitioned with it).
+    A sigma outside [lowest sigma_lo, highest sigma_hi] raises ValueError.
+    Attributes: `edges` (the G + 1 increasing boundaries), `denoisers` (ordered by sigma).
+    """
+
+    def __init__(self, groups: object):
+        super().__init__()
+        try:
+            items = [tuple(g) for g in groups]  # type: ignore[union-attr]
+        except TypeError as err:
+            raise TypeError(f"groups must be a sequence of (sigma_lo, sigma_hi, denoiser), got {type(groups).__name__}") from err
+        if not items:
+            raise ValueError("groups must hold at least one (sigma_lo, sigma_hi, denoiser)")
+        for i, item in enumerate(items):
+            if len(item) != 3:
+                raise ValueError(f"groups[{i}] must be (sigma_lo, sigma_hi, denoiser), got {len(item)} entries")
+            lo, hi, model = item
+            for name, v in (("sigma_lo", lo), ("sigma_hi", hi)):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0:
+                    raise ValueError(f"groups[{i}] {name} must be a non-negative number, got {v!r}")
+            if not lo < hi:
+                raise ValueError(f"groups[{i}] needs sigma_lo < sigma_hi, got {lo} and {hi}")
+            if not callable(model):
+                raise TypeError(f"groups[{i}] denoiser must be callable as denoiser(x, sigma), got {type(model).__name__}")
+        items.sort(key=lambda g: g[0])
+        for (_, hi, _), (lo, _, _) in zip(items[:-1], items[1:], strict=True):
+            if lo > hi:
+                raise ValueError(f"groups leave a gap between sigma {hi} and {lo}")
+            if lo < hi:
+                raise ValueError(f"groups overlap between sigma {lo} and {hi}")
+        self.edges = [float(items[0][0])] + [float(g[1]) for g in items]
+        models = [g[2] for g in items]
+        self.denoisers = nn.ModuleList(models) if all(isinstance(m, nn.Module) for m in models) else models
+
+    def group_of(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The group index (int64) of each sigma; ValueError outside the covered interval."""
+        if bool(((sigma < self.edges[0]) | (sigma > self.edges[-1]) | torch.isnan(sigma)).any()):
+            bad = sigma[(sigma < self.edges[0]) | (sigma > self.edges[-1]) | torch.isnan(sigma)][0].item()
+            raise ValueError(f"sigma {bad!r} lies outside the groups' range [{self.edges[0]}, {self.edges[-1]}]")
+        inner = torch.tensor(self.edges[1:-1], dtype=sigma.dtype, device=sigma.device)
+        return torch.bucketize(sigma.contiguous(), inner, right=True)
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
+        s = _sigma_batch(sigma, x)
+        index = self.group_of(s)
+        present = torch.unique(index).tolist()
+        if len(present) == 1:
+            return self.denoisers[present[0]](x, s, **extra_args).to(x.dtype)
+        out = torch.empty_like(x)
+        for g in present:
+            rows = (index == g).nonzero().squeeze(1)
+            args = {k: v[rows] if _per_sample_arg(v, x) else v for k, v in extra_args.items()}
+            out[rows] = self.denoisers[g](x[rows], s[rows], **args).to(x.dtype)
+        return out

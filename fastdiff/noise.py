@@ -18,6 +18,8 @@ from fastdiff.ops.philox import philox_normal
 
 STREAM_SOLVER = 0
 STREAM_PROBE = 1
+STREAM_INITIAL = 2  # initial noise x_T of fastdiff.train.sample_distributed
+STREAM_TRAIN = 3  # training-loss noise (fastdiff.train.draws)
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN_GAMMA = 0x9E3779B97F4A7C15

@@ -1,0 +1,246 @@
+"""The training loop: Adam, an EMA of the weights, checkpoints that resume to the same result, DDP.
+
+Step t (counted from 0) of a run with seed s is a fixed function of (s, t) and the weights:
+- the global batch of `batch_size` data points is drawn from a generator seeded by (s, t) on every rank, and rank
+  r keeps its contiguous slice (`fastdiff.train.distributed.shard`);
+- the loss's noise for global sample i comes from the counter stream keyed by (s, t, i) (`fastdiff.train.draws`).
+So W ranks with batch b / W each see exactly the samples and noise of one process with batch b; DDP averages the
+rank gradients (each rank's loss is the mean over its slice), which gives the gradient of the global mean.
+A resumed run restores weights, EMA, Adam state, step, log and torch's RNG states, so it continues bitwise as the
+uninterrupted run would.
+
+EMA: after optimizer step t (from 0), ema <- beta_t ema + (1 - beta_t) theta with beta_t = min(ema_decay, (1 + t) / (10 + t)),
+the usual warm-up, so that a short run's EMA is not dominated by the initialization.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from fastdiff.noise import sample_seeds, seeds_to_keys, splitmix64
+from fastdiff.progress import progress_range
+from fastdiff.train.data import TrainData
+from fastdiff.train.distributed import rank_and_world, shard
+from fastdiff.train.losses import cdm_loss, dsm_loss
+from fastdiff.train.networks import EDMPrecond, make_denoiser
+
+LOSSES = ("dsm", "cdm")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of a run. `batch_size` is the global batch (summed over ranks)."""
+
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    loss: str = "dsm"
+    lambda_cp: float = 10.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    P_mean: float = -1.2
+    P_std: float = 1.2
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+                raise ValueError(f"{name} must be an int >= {0 if name == 'seed' else 1}, got {value!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        for name, low in (("lr", 0.0), ("lambda_cp", None), ("P_mean", None), ("P_std", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            if low is not None and not value > low:
+                raise ValueError(f"{name} must be > {low}, got {value!r}")
+        if self.lambda_cp < 0:
+            raise ValueError(f"lambda_cp must be >= 0, got {self.lambda_cp!r}")
+        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay ema + (1 - decay) model for every parameter; buffers are copied."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """The EMA decay after optimizer step `step` (from 0): min(decay, (1 + step) / (10 + step))."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The 64-bit seed of optimizer step `step` of a run with seed `seed`."""
+    return splitmix64(splitmix64(seed) ^ step)
+
+
+class _Objective(nn.Module):
+    """The loss as a module, so that DDP sees one forward (and one backward) per step however many times the loss
+    evaluates the denoiser."""
+
+    def __init__(self, denoiser: EDMPrecond, config: TrainConfig):
+        super().__init__()
+        self.denoiser = denoiser
+        self.config = config
+
+    def forward(self, x0: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        common = {"P_mean": c.P_mean, "P_std": c.P_std, "sigma_data": self.denoiser.sigma_data, "seed": keys}
+        if c.loss == "dsm":
+            return dsm_loss(self.denoiser, x0, **common)
+        return cdm_loss(self.denoiser, x0, lambda_cp=c.lambda_cp, **common)
+
+
+class Trainer:
+    """Trains `denoiser` on `data` under `config`, single-process or on every rank of the default process group
+    (DistributedDataParallel; gloo on CPU, NCCL on GPU). `batch_size` must be divisible by the world size.
+
+    `train()` runs to `config.steps`; `log` holds {"step", "loss"} per step (the loss averaged over ranks);
+    `ema` is the EMA copy of the denoiser; `save(path)` / `Trainer.resume(path, data)` checkpoint and resume.
+    """
+
+    def __init__(self, denoiser: EDMPrecond, data: TrainData, config: TrainConfig, *, device: torch.device | str = "cpu"):
+        if not isinstance(denoiser, EDMPrecond):
+            raise TypeError(f"denoiser must be a fastdiff.train.networks.EDMPrecond, got {type(denoiser).__name__}")
+        if not isinstance(data, TrainData):
+            raise TypeError(f"data must be a fastdiff.train.data.TrainData, got {type(data).__name__}")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.rank, self.world = rank_and_world()
+        if config.batch_size % self.world:
+            raise ValueError(f"batch_size must be divisible by the world size {self.world}, got {config.batch_size}")
+        self.device = torch.device(device)
+        self.data = data
+        self.config = config
+        self.model = denoiser.to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.step = 0
+        self.log: list[dict] = []
+        objective = self.build_objective()
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._objective = DistributedDataParallel(objective, device_ids=ids)
+        else:
+            self._objective = objective
+
+    def build_objective(self) -> nn.Module:
+        """The module whose forward(x0 [b, ...], keys [b] int64 per-sample seeds) returns this rank's mean loss; DDP wraps
+        it. Subclasses override it to train another objective (called once, from __init__, after model and config
+        are set)."""
+        return _Objective(self.model, self.config)
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of step `step`'s global batch and the per-sample loss seeds of that slice."""
+        seed = step_seed(self.config.seed, step)
+        generator = torch.Generator().manual_seed(seed & ((1 << 63) - 1))
+        start, end = shard(self.config.batch_size, self.rank, self.world)
+        x0 = self.data.draw(self.config.batch_size, generator)[start:end].to(self.device)
+        seeds = sample_seeds(seed, self.config.batch_size)[start:end]
+        return x0, seeds_to_keys(seeds, self.device)
+
+    def train_step(self) -> float:
+        """One optimizer step and EMA update; returns the loss averaged over ranks."""
+        self.model.train()
+        x0, keys = self._batch(self.step)
+        loss = self._objective(x0, keys)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        ema_update(self.ema, self.model, ema_decay_at(self.config.ema_decay, self.step))
+        value = loss.detach()
+        if self.world > 1:
+            dist.all_reduce(value)
+            value = value / self.world
+        self.log.append({"step": self.step, "loss": float(value)})
+        self.step += 1
+        return self.log[-1]["loss"]
+
+    def train(self, steps: int | None = None, *, progress: bool | None = None) -> list[dict]:
+        """Train until `steps` optimizer steps have been taken in total (default `config.steps`); returns the log."""
+        target = self.config.steps if steps is None else steps
+        if isinstance(target, bool) or not isinstance(target, int) or target < self.step:
+            raise ValueError(f"steps must be an int >= the steps already taken ({self.step}), got {target!r}")
+        for _ in progress_range(target - self.step, progress if self.rank == 0 else False, desc=f"training ({self.config.loss})"):
+            self.train_step()
+        return self.log
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "log": list(self.log),
+            "rng": rng,
+            "config": self.config.to_dict(),
+            "denoiser": self.model.config(),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the checkpoint (rank 0 only; written to a temporary file and renamed, so a crash never leaves half a
+        checkpoint). Other ranks wait at a barrier until it exists."""
+        if self.rank == 0:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)
+        if self.world > 1:
+            dist.barrier()
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != self.config.to_dict():
+            raise ValueError(f"checkpoint config {state['config']} differs from this trainer's {self.config.to_dict()}")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.log = list(state["log"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    @classmethod
+    def resume(
+        cls, path: str | os.PathLike, data: TrainData, *, device: torch.device | str = "cpu", steps: int | None = None
+    ) -> Trainer:
+        """A trainer restored from the checkpoint at `path` (architecture and config from the checkpoint; `steps`
+        may extend the run)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay CPU tensors
+        config = TrainConfig(**state["config"])
+        trainer = cls(make_denoiser(**state["denoiser"]), data, config, device=device)
+        trainer.load_state_dict(state)
+        if steps is not None:
+            trainer.config = dataclasses.replace(config, steps=steps)
+        return trainer
+
+
+def write_log(log: Sequence[dict], path: str | os.PathLike) -> None:
+    """The loss log as CSV with columns step, loss."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "loss"])
+        writer.writeheader()
+        writer.writerows(log)
