@@ -68,7 +68,6 @@ def backends() -> dict[str, BackendStatus]:
     return {name: _status(name) for name in BACKENDS}
 
 
-@torch.compiler.assume_constant_result
 def resolve_backend(backend: str, device: torch.device, supported: tuple[str, ...] = BACKENDS) -> str:
     """Return the concrete backend to run on `device`.
 
@@ -98,3 +97,8 @@ def resolve_backend(backend: str, device: torch.device, supported: tuple[str, ..
     elif backend in ("cuda", "triton") and device.type != "cuda":
         raise ValueError(f"backend={backend!r} needs CUDA tensors, got tensors on {device}")
     return backend
+
+
+# What `torch.compiler.assume_constant_result` does, without importing torch._dynamo (about 2 s) with fastdiff:
+# under torch.compile the backend is resolved once at trace time, a constant of the graph (tests/test_compile.py).
+resolve_backend._dynamo_marked_constant = True
