@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fused_backends import fused_backends
 
-import fastdiff
-from fastdiff.backends import triton_interpreted
 from fastdiff.noise import CounterNoise, seeds_to_keys
 from fastdiff.ops.solver_step import NoiseDraw, solver_step
 from fastdiff.reference import solver_step as reference
@@ -50,23 +49,6 @@ BASELINES = ("reference", "compiled_reference")
 TOLERANCES = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.bfloat16: {}}
 
 
-def _fused_backends(device: str) -> list[tuple[str, str | None]]:
-    """(backend, reason to skip or None) for the fused backends of `device`."""
-    status = fastdiff.backends()
-    if device == "cpu":
-        return [("cpu", None if status["cpu"].available else status["cpu"].reason)]
-    out = []
-    for name in ("cuda", "triton"):
-        if not torch.cuda.is_available():
-            reason = "no CUDA device visible"
-        elif name == "triton" and triton_interpreted():
-            reason = "TRITON_INTERPRET=1: the interpreter is for tests, never benchmarked"
-        else:
-            reason = None if status[name].available else status[name].reason
-        out.append((name, reason))
-    return out
-
-
 def _cases() -> list:
     cases = []
     grids = [("cpu", CPU_SHAPES, [torch.float32]), ("cuda", GPU_SHAPES, [torch.float32, torch.bfloat16])]
@@ -75,7 +57,7 @@ def _cases() -> list:
             gpu_reason = None if device == "cpu" or torch.cuda.is_available() else "no CUDA device visible"
             for size in shapes:
                 for dtype in dtypes:
-                    for backend, reason in [(b, gpu_reason) for b in BASELINES] + _fused_backends(device):
+                    for backend, reason in [(b, gpu_reason) for b in BASELINES] + fused_backends(device):
                         marks = [pytest.mark.skip(reason=f"{backend} on {device}: {reason}")] if reason else []
                         ident = f"{step}-{device}-{size}-{str(dtype).removeprefix('torch.')}-{backend}"
                         cases.append(pytest.param(step, device, size, dtype, backend, id=ident, marks=marks))

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fused_backends import fused_backends
 
-import fastdiff
-from fastdiff.backends import triton_interpreted
 from fastdiff.noise import seeds_to_keys
 from fastdiff.ops.trace_step import trace_step
 
@@ -30,23 +29,6 @@ CPU_SHAPES = {"256K": (4, 1 << 16), "1M": (4, 1 << 18)}
 GPU_SHAPES = {"8x4x64x64": (8, 4, 64, 64), "64x4x64x64": (64, 4, 64, 64)}
 SMOKE_SHAPES = {"cpu": (3, 1000), "cuda": (2, 4, 8, 8)}
 TOLERANCES = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.bfloat16: {}}
-
-
-def _fused_backends(device: str) -> list[tuple[str, str | None]]:
-    """(backend, reason to skip or None) for the fused backends of `device`."""
-    status = fastdiff.backends()
-    if device == "cpu":
-        return [("cpu", None if status["cpu"].available else status["cpu"].reason)]
-    out = []
-    for name in ("cuda", "triton"):
-        if not torch.cuda.is_available():
-            reason = "no CUDA device visible"
-        elif name == "triton" and triton_interpreted():
-            reason = "TRITON_INTERPRET=1: the interpreter is for tests, never benchmarked"
-        else:
-            reason = None if status[name].available else status[name].reason
-        out.append((name, reason))
-    return out
 
 
 def _cases() -> list:
@@ -58,7 +40,7 @@ def _cases() -> list:
                 gpu_reason = None if device == "cpu" or torch.cuda.is_available() else "no CUDA device visible"
                 for size in shapes:
                     for dtype in dtypes:
-                        for backend, reason in [("reference", gpu_reason), *_fused_backends(device)]:
+                        for backend, reason in [("reference", gpu_reason), *fused_backends(device)]:
                             marks = [pytest.mark.skip(reason=f"{backend} on {device}: {reason}")] if reason else []
                             ident = f"{probe}-P{n_probes}-{device}-{size}-{str(dtype).removeprefix('torch.')}-{backend}"
                             cases.append(pytest.param(probe, n_probes, device, size, dtype, backend, id=ident, marks=marks))
