@@ -36,7 +36,11 @@ def _extensions():
         )
     cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-    headers = sorted(glob.glob(os.path.join("csrc", "*.h")) + glob.glob(os.path.join("csrc", "cuda", "*.h")))  # rebuild on change
+    headers = sorted(  # rebuild on change
+        glob.glob(os.path.join("csrc", "*.h"))
+        + glob.glob(os.path.join("csrc", "cuda", "*.h"))
+        + glob.glob(os.path.join("csrc", "cuda", "*.cuh"))
+    )
     with_cuda = _flag("FORCE_CUDA") or (torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None)
     # No -std: cpp_extension adds the standard that the installed torch's headers need. -g0: no debug
     # info, which halves the compile time. -fno-math-errno lets sqrt vectorise (nothing reads errno).

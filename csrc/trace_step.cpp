@@ -91,6 +91,8 @@ Operands prepare(const at::Tensor& x, at::TensorList ks, at::ArrayRef<double> bs
   ops.total_out = at::empty({x.size(0)}, total.options());
   ops.batch = x.size(0);
   ops.per_sample = ops.batch == 0 ? 0 : x.numel() / ops.batch;
+  TORCH_CHECK_VALUE(ops.per_sample <= (int64_t(4) << 32),
+                    "trace_step: at most 2^34 elements per sample (32-bit probe counter), got ", ops.per_sample);
   ops.probes = u.size(0);
   return ops;
 }
