@@ -19,22 +19,13 @@
 
 #include "../philox.h"
 #include "box_muller.cuh"
+#include "element_io.cuh"
 #include "ito_step_launchers.h"
 
 namespace fastdiff {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float load(const float* p) { return *p; }
-__device__ __forceinline__ double load(const double* p) { return *p; }
-__device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // Statistics layout: upper triangle (i <= k) of <e_i, e_k> at i M + k, <z, e_i> at M M + i; AND: the centred
 // ones at M M + M + (i M + k) and 2 M M + M + i.

@@ -12,6 +12,7 @@
 
 #include "../philox.h"
 #include "box_muller.cuh"
+#include "element_io.cuh"
 #include "launchers.h"
 
 namespace fastdiff {
@@ -34,16 +35,6 @@ template <typename T>
 struct alignas(4 * sizeof(T) < 16 ? 4 * sizeof(T) : 16) Group {
   T v[4];
 };
-
-__device__ __forceinline__ float load(const float* p) { return *p; }
-__device__ __forceinline__ double load(const double* p) { return *p; }
-__device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // v[j] = p[j] for the group's len elements (VEC: len == 4 and p aligned as Group<T>).
 template <bool VEC, typename T, typename acc_t>

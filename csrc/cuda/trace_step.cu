@@ -14,6 +14,7 @@
 
 #include "../philox.h"
 #include "box_muller.cuh"
+#include "element_io.cuh"
 #include "trace_step_launchers.h"
 
 namespace fastdiff {
@@ -21,16 +22,6 @@ namespace {
 
 constexpr int kThreads = 256;  // a power of two (the tree reduction halves it)
 constexpr uint32_t kStreamProbe = 1;  // fastdiff.noise.STREAM_PROBE
-
-__device__ __forceinline__ float load(const float* p) { return *p; }
-__device__ __forceinline__ double load(const double* p) { return *p; }
-__device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // v[q] = probe value of element 4 g + q: +-1 from the top bit of word q, or the Box-Muller normal.
 template <typename acc_t>
