@@ -3,12 +3,15 @@ checkpoints, data that needs no download, and sampling split over ranks. TDC liv
 `fastdiff.train.tdc` (import it as such)."""
 
 from fastdiff.train import networks
+from fastdiff.train.checkpoint import CheckpointError, load_checkpoint
 from fastdiff.train.data import MixtureData, TensorData, TrainData, load_digits, toy_mixture
 from fastdiff.train.distributed import sample_distributed
-from fastdiff.train.loop import TrainConfig, Trainer, ema_update, write_log
+from fastdiff.train.loop import DivergenceError, TrainConfig, Trainer, ema_update, write_log
 from fastdiff.train.losses import cdm_loss, consistency_loss, dsm_loss, edm_weight
 
 __all__ = [
+    "CheckpointError",
+    "DivergenceError",
     "MixtureData",
     "TensorData",
     "TrainConfig",
@@ -19,6 +22,7 @@ __all__ = [
     "dsm_loss",
     "edm_weight",
     "ema_update",
+    "load_checkpoint",
     "load_digits",
     "networks",
     "sample_distributed",

@@ -7,7 +7,12 @@ Step t (counted from 0) of a run with seed s is a fixed function of (s, t) and t
 So W ranks with batch b / W each see exactly the samples and noise of one process with batch b; DDP averages the
 rank gradients (each rank's loss is the mean over its slice), which gives the gradient of the global mean.
 A resumed run restores weights, EMA, Adam state, step, log and torch's RNG states, so it continues bitwise as the
-uninterrupted run would.
+uninterrupted run would (unless `Trainer.resume` is asked to change a hyperparameter, which it then applies).
+
+Nothing is lost silently: a step whose loss or gradients are NaN or infinite raises `DivergenceError` before the
+optimizer applies it (the trainer keeps the last good weights), `save` never replaces a file it did not write itself
+unless told to (`overwrite=True`), a failed save leaves the previous checkpoint intact, and `resume` checks the file
+(`fastdiff.train.checkpoint.load_checkpoint`) and says what is wrong with it.
 
 EMA: after optimizer step t (from 0), ema <- beta_t ema + (1 - beta_t) theta with beta_t = min(ema_decay, (1 + t) / (10 + t)),
 the usual warm-up, so that a short run's EMA is not dominated by the initialization.
@@ -30,12 +35,25 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fastdiff.noise import sample_seeds, seeds_to_keys, splitmix64
 from fastdiff.progress import progress_range
+from fastdiff.train.checkpoint import FORMAT, first_nonfinite, load_checkpoint, write_atomic
 from fastdiff.train.data import TrainData
 from fastdiff.train.distributed import rank_and_world, shard
 from fastdiff.train.losses import cdm_loss, dsm_loss
 from fastdiff.train.networks import EDMPrecond, make_denoiser
 
 LOSSES = ("dsm", "cdm")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a NaN or infinite loss, gradient or weight at optimizer step `step` (counted from 0).
+    For a loss or gradient the step was not applied: the trainer still holds the weights, EMA, optimizer state and log
+    after step `step - 1` (`weights_intact` is True), so `save` writes the last good state."""
+
+    def __init__(self, step: int, reason: str, lr: float, weights_intact: bool):
+        self.step, self.reason, self.lr, self.weights_intact = step, reason, lr, weights_intact
+        after = ("the trainer keeps the weights from before this step" if weights_intact else
+                 "the weights are no longer finite; go back to a saved checkpoint")
+        super().__init__(f"training diverged at step {step}: {reason} (lr {lr:g}); {after}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +146,13 @@ class Trainer:
         self.rank, self.world = rank_and_world()
         if config.batch_size % self.world:
             raise ValueError(f"batch_size must be divisible by the world size {self.world}, got {config.batch_size}")
+        shape = getattr(data, "shape", None)
+        if shape is not None:
+            try:
+                denoiser.check_sample_shape(shape)
+            except ValueError as err:
+                raise ValueError(f"data draws samples of shape {tuple(shape)}, which the denoiser does not take: {err}") \
+                    from None
         self.device = torch.device(device)
         self.data = data
         self.config = config
@@ -136,6 +161,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.step = 0
         self.log: list[dict] = []
+        self.changes: dict[str, tuple] = {}  # resume(): {field: (checkpoint's value, value applied)}
+        self._own: set[Path] = set()  # files this trainer wrote or resumed from: save may replace them
         objective = self.build_objective()
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -159,21 +186,32 @@ class Trainer:
         return x0, seeds_to_keys(seeds, self.device)
 
     def train_step(self) -> float:
-        """One optimizer step and EMA update; returns the loss averaged over ranks."""
+        """One optimizer step and EMA update; returns the loss averaged over ranks. Raises `DivergenceError` (on every
+        rank alike: the loss is averaged and DDP averages the gradients) instead of applying a non-finite loss or
+        gradient, and if the update made a weight non-finite."""
         self.model.train()
         x0, keys = self._batch(self.step)
         loss = self._objective(x0, keys)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        ema_update(self.ema, self.model, ema_decay_at(self.config.ema_decay, self.step))
         value = loss.detach()
         if self.world > 1:
             dist.all_reduce(value)
             value = value / self.world
-        self.log.append({"step": self.step, "loss": float(value)})
+        value = float(value)
+        if not math.isfinite(value):
+            raise DivergenceError(self.step, f"the loss is {value}", self.config.lr, True)
+        bad = first_nonfinite((name, p.grad) for name, p in self.model.named_parameters())
+        if bad is not None:
+            raise DivergenceError(self.step, f"the gradient of {bad!r} is NaN or infinite", self.config.lr, True)
+        self.optimizer.step()
+        bad = first_nonfinite(self.model.named_parameters())
+        if bad is not None:
+            raise DivergenceError(self.step, f"the update made {bad!r} NaN or infinite", self.config.lr, False)
+        ema_update(self.ema, self.model, ema_decay_at(self.config.ema_decay, self.step))
+        self.log.append({"step": self.step, "loss": value})
         self.step += 1
-        return self.log[-1]["loss"]
+        return value
 
     def train(self, steps: int | None = None, *, progress: bool | None = None) -> list[dict]:
         """Train until `steps` optimizer steps have been taken in total (default `config.steps`); returns the log."""
@@ -189,6 +227,7 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
+            "format": FORMAT,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -199,24 +238,43 @@ class Trainer:
             "denoiser": self.model.config(),
         }
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the checkpoint (rank 0 only; written to a temporary file and renamed, so a crash never leaves half a
-        checkpoint). Other ranks wait at a barrier until it exists."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write the checkpoint (rank 0 only) through a temporary file and a rename, so a crash never leaves half a
+        checkpoint and a failed write leaves the previous file intact. An existing file is replaced only if this
+        trainer wrote it or was resumed from it, or with `overwrite=True` (else FileExistsError); non-finite weights
+        are never written (ValueError). Every rank waits until rank 0 is done and raises if rank 0 failed."""
+        path = Path(path)
+        error: Exception | None = None
         if self.rank == 0:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(self.state_dict(), tmp)
-            os.replace(tmp, path)
+            try:
+                bad = first_nonfinite(self.model.state_dict().items())
+                if bad is not None:
+                    raise ValueError(f"not saving {str(path)!r}: the model's {bad!r} is NaN or infinite")
+                write_atomic(self.state_dict(), path, overwrite=overwrite or path.resolve() in self._own)
+            except Exception as err:
+                error = err
         if self.world > 1:
-            dist.barrier()
+            failed = torch.tensor([0 if error is None else 1], device=self.device)
+            dist.all_reduce(failed)
+            if error is None and failed.item():
+                raise RuntimeError(f"rank 0 could not save the checkpoint {str(path)!r} (its error says why)")
+        if error is not None:
+            raise error
+        self._own.add(path.resolve())
 
-    def load_state_dict(self, state: dict) -> None:
-        if state["config"] != self.config.to_dict():
-            raise ValueError(f"checkpoint config {state['config']} differs from this trainer's {self.config.to_dict()}")
+    def load_state_dict(self, state: dict, *, changed: Sequence[str] = ()) -> None:
+        """Restore a `state_dict()`. Its config must equal this trainer's except for `steps` and the fields named in
+        `changed`; the learning rate is this trainer's."""
+        mine = self.config.to_dict()
+        differ = [k for k in mine if k != "steps" and k not in changed and state["config"].get(k) != mine[k]]
+        if differ:
+            raise ValueError("checkpoint config differs from this trainer's in " +
+                             ", ".join(f"{k} ({state['config'].get(k)!r} vs {mine[k]!r})" for k in differ))
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr
         self.step = state["step"]
         self.log = list(state["log"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -224,17 +282,32 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     @classmethod
-    def resume(
-        cls, path: str | os.PathLike, data: TrainData, *, device: torch.device | str = "cpu", steps: int | None = None
-    ) -> Trainer:
-        """A trainer restored from the checkpoint at `path` (architecture and config from the checkpoint; `steps`
-        may extend the run)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay CPU tensors
-        config = TrainConfig(**state["config"])
-        trainer = cls(make_denoiser(**state["denoiser"]), data, config, device=device)
-        trainer.load_state_dict(state)
-        if steps is not None:
-            trainer.config = dataclasses.replace(config, steps=steps)
+    def resume(cls, path: str | os.PathLike, data: TrainData, *, device: torch.device | str = "cpu", **changes) -> Trainer:
+        """A trainer restored from the checkpoint at `path`: architecture and config from the checkpoint, checked by
+        `load_checkpoint` (a `CheckpointError` names the file and the problem).
+
+        `changes` are TrainConfig fields to change (None keeps the checkpoint's value): `steps` extends the run (it
+        may not be below the checkpoint's step); any other change (lr, loss, ...) is applied from the next step on
+        and recorded in `trainer.changes` as {field: (checkpoint's value, new value)}, and the run then no longer
+        continues as the uninterrupted one would."""
+        fields = [f.name for f in dataclasses.fields(TrainConfig)]
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise TypeError(f"resume got unknown TrainConfig fields {unknown}; expected some of {fields}")
+        state = load_checkpoint(path)
+        changes = {k: v for k, v in changes.items() if v is not None}
+        steps = changes.get("steps")
+        if isinstance(steps, int) and not isinstance(steps, bool) and steps < state["step"]:
+            raise ValueError(f"steps must be >= the step {state['step']} of checkpoint {str(path)!r} (a run cannot go "
+                             f"back), got {steps}")
+        config = TrainConfig(**{**state["config"], **changes})
+        try:
+            trainer = cls(make_denoiser(**state["denoiser"]), data, config, device=device)
+        except ValueError as err:
+            raise ValueError(f"checkpoint {str(path)!r}: {err}") from None
+        trainer.load_state_dict(state, changed=list(changes))
+        trainer.changes = {k: (state["config"][k], v) for k, v in changes.items() if k != "steps" and state["config"][k] != v}
+        trainer._own.add(Path(path).resolve())
         return trainer
 
 

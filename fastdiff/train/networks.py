@@ -83,6 +83,11 @@ class MLPNet(nn.Module):
     def config(self) -> dict:
         return {"dim": self.dim, "widths": self.widths, "emb_dim": self.emb_dim}
 
+    def check_sample_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise a ValueError unless one sample (no batch dim) of shape `shape` fits: `(dim,)`."""
+        if tuple(shape) != (self.dim,):
+            raise ValueError(f"an mlp with dim={self.dim} takes samples of shape ({self.dim},), got {tuple(shape)}")
+
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         if x_in.ndim != 2 or x_in.shape[1] != self.dim:
             raise ValueError(f"x_in must have shape [B, {self.dim}], got {tuple(x_in.shape)}")
@@ -145,6 +150,15 @@ class UNetNet(nn.Module):
     def config(self) -> dict:
         return {"in_channels": self.in_channels, "widths": self.widths, "emb_dim": self.emb_dim, "inner": self.inner}
 
+    def check_sample_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise a ValueError unless one sample (no batch dim) of shape `shape` fits: `(in_channels, H, W)` with H and W
+        divisible by 2^(len(widths) - 1)."""
+        factor = 2 ** (len(self.widths) - 1)
+        shape = tuple(shape)
+        if len(shape) != 3 or shape[0] != self.in_channels or shape[1] % factor or shape[2] % factor:
+            raise ValueError(f"a unet with in_channels={self.in_channels} and widths={self.widths} takes samples of shape "
+                             f"({self.in_channels}, H, W) with H, W divisible by {factor}, got {shape}")
+
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         levels = len(self.widths)
         factor = 2 ** (levels - 1)
@@ -189,6 +203,10 @@ class EDMPrecond(nn.Module):
 
     def config(self) -> dict:
         return {"kind": self.kind, "sigma_data": self.sigma_data, **self.net.config()}
+
+    def check_sample_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise a ValueError naming the architecture unless samples of shape `shape` (no batch dim) fit the net."""
+        self.net.check_sample_shape(shape)
 
     def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(c_skip, c_out, c_in, c_noise) of a sigma tensor, elementwise."""

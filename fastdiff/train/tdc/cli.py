@@ -1,10 +1,14 @@
 """`python -m fastdiff tdc`: TDC on a preset (toy: 2-D mixture ring + MLP; digits: 8x8 digits + UNet). Trains the
 base model, runs stage 2, prints the groups (SNR range, excess loss, budget, widths, FLOPs) and the FLOPs per sample
-of a Heun run on the 18-step Karras grid for the base model and the grouped models; `--out` saves the grouped model."""
+of a Heun run on the 18-step Karras grid for the base model and the grouped models; `--out` saves the grouped model.
+
+`--out` is checked before any training: an existing file is replaced only with `--overwrite`. A diverging training
+step stops the run with its step and writes nothing."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from fastdiff.train.tdc.presets import PRESETS
 
@@ -23,6 +27,7 @@ def add_subcommand(commands: argparse._SubParsersAction) -> argparse.ArgumentPar
     tdc.add_argument("--rounds", type=int, default=2, help="search rounds after the initial proposals (default 2)")
     tdc.add_argument("--seed", type=int, default=0)
     tdc.add_argument("--out", default=None, help="save the grouped model to this file (load with tdc.load_grouped)")
+    tdc.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     tdc.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     tdc.set_defaults(run=run_tdc_command)
     return tdc
@@ -30,6 +35,7 @@ def add_subcommand(commands: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def run_tdc_command(args: argparse.Namespace) -> int:
     import fastdiff
+    from fastdiff.train.loop import DivergenceError
     from fastdiff.train.tdc.checkpoint import save_grouped
     from fastdiff.train.tdc.flops import sampling_flops
     from fastdiff.train.tdc.groups import snr_db
@@ -37,6 +43,13 @@ def run_tdc_command(args: argparse.Namespace) -> int:
     from fastdiff.train.tdc.presets import make_preset
     from fastdiff.train.tdc.run import run_preset
 
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise SystemExit(f"tdc: --out {args.out!r} is a folder; expected a file name for the grouped model")
+        if out.exists() and not args.overwrite:
+            raise SystemExit(f"tdc: --out {args.out!r} already exists; pass --overwrite to replace it, or choose "
+                             f"another --out")
     preset = make_preset(args.preset, seed=args.seed)
     base_steps = args.base_steps if args.base_steps is not None else preset.base_steps
     config = TDCConfig(
@@ -46,7 +59,11 @@ def run_tdc_command(args: argparse.Namespace) -> int:
     )
     print(f"fastdiff tdc: preset {args.preset}, N = {config.n_groups} groups, k = {config.k}, stage 1 {base_steps} steps, "
           f"{config.finetune_steps} fine-tuning steps per group (the baseline: {config.n_groups * config.finetune_steps} more)")
-    run = run_preset(preset, config, base_steps, progress=not args.no_progress)
+    try:
+        run = run_preset(preset, config, base_steps, progress=not args.no_progress)
+    except DivergenceError as err:
+        raise SystemExit(f"tdc: a training run diverged at its step {err.step}: {err.reason} (lr {err.lr:g}); "
+                         f"stopped, nothing was written") from None
     result, sd = run.tdc, run.base.sigma_data
     print(f"{'group':>5} {'sigma range':>20} {'SNR dB':>16} {'excess loss':>12} {'budget':>10} {'FLOPs':>10}  widths")
     for g, rep in enumerate(result.groups):
@@ -59,6 +76,9 @@ def run_tdc_command(args: argparse.Namespace) -> int:
     print(f"FLOPs per sample, Heun on the {SAMPLING_STEPS}-step Karras grid: base {base:.4g}, grouped {grouped:.4g} "
           f"({1 - grouped / base:.1%} fewer); search proxy steps {result.proxy_steps_total}")
     if args.out:
-        save_grouped(result.grouped, args.out)
+        try:
+            save_grouped(result.grouped, args.out, overwrite=args.overwrite)
+        except OSError as err:
+            raise SystemExit(f"tdc: {err}") from None
         print(f"saved the grouped model to {args.out}")
     return 0
