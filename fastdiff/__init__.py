@@ -8,8 +8,12 @@
 from fastdiff import compose, density, ld3, models, sampling, toy, train
 from fastdiff.backends import backends
 from fastdiff.driver import sample
+from fastdiff.finite_watch import NonFiniteError
 from fastdiff.grids import get_sigmas
 from fastdiff.solvers import SOLVERS
 
 __version__ = "0.1.0"
-__all__ = ["SOLVERS", "backends", "compose", "density", "get_sigmas", "ld3", "models", "sample", "sampling", "toy", "train"]
+__all__ = [
+    "SOLVERS",
+    "NonFiniteError",
+    "backends", "compose", "density", "get_sigmas", "ld3", "models", "sample", "sampling", "toy", "train"]

@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fastdiff.backends import BACKENDS
+from fastdiff.finite_watch import FiniteWatch
 from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.noise import CounterNoise, SamplerNoise, device_keys, sample_seeds
 from fastdiff.progress import progress_range
 from fastdiff.solvers import StepContext, make_solver, run_step
-from fastdiff.validation import check_grid, check_sample
+from fastdiff.validation import check_flag, check_grid, check_sample
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -23,9 +24,17 @@ Denoiser = Callable[..., torch.Tensor]
 class DenoiserCall:
     """D(x, sigma) for the solvers: casts the state to the model's dtype, passes sigma as a
     `[B]` tensor (k-diffusion's `sigma * s_in`) plus `extra_args`, casts the output back, and
-    counts evaluations."""
+    counts evaluations. With a `watch`, every output's finiteness is recorded on the device under the
+    current `step` (see `fastdiff.finite_watch`)."""
 
-    def __init__(self, denoiser: Denoiser, model_dtype: torch.dtype, extra_args: dict | None):
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        model_dtype: torch.dtype,
+        extra_args: dict | None,
+        watch: FiniteWatch | None = None,
+        what: str = "denoiser",
+    ):
         if not callable(denoiser):
             raise TypeError(f"denoiser must be callable as denoiser(x, sigma), got {type(denoiser).__name__}")
         if extra_args is not None and not isinstance(extra_args, dict):
@@ -34,6 +43,9 @@ class DenoiserCall:
         self.model_dtype = model_dtype
         self.extra_args = extra_args or {}
         self.nfe = 0
+        self.step = 0
+        self.watch = watch
+        self.what = what
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         sigma_dtype = x.dtype if x.dtype == torch.float64 else torch.float32
@@ -43,6 +55,8 @@ class DenoiserCall:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"denoiser must return a tensor shaped like x {tuple(x.shape)}, got {got}")
         self.nfe += 1
+        if self.watch is not None:
+            self.watch.record(out, self.step, sigma, self.what)
         return out.to(x.dtype)
 
 
@@ -63,6 +77,8 @@ def sample(
     callback: Callable[[dict], None] | None = None,
     progress: bool | None = False,
     extra_args: dict | None = None,
+    differentiable: bool = False,
+    check_finite: bool = True,
     **solver_options,
 ) -> torch.Tensor:
     """Solve from noise `x` at `sigmas[0]` down the grid `sigmas` with step rule `solver`.
@@ -79,8 +95,14 @@ def sample(
     `sigmas` may be a `fastdiff.ld3.LearnedSchedule`: the solver steps on its grid and the denoiser is evaluated at its
     decoupled model times; a schedule learned for another solver or other solver options raises ValueError (pass
     `schedule.sigmas` to run the bare grid anyway).
+    The run builds no autograd graph (as k-diffusion's samplers, under `torch.no_grad`) unless `differentiable=True`,
+    for gradients through the sampler on purpose. With `check_finite` (the default) a model output with NaN or Inf
+    raises `fastdiff.NonFiniteError` after the loop, naming the first step and sigma where it happened: the flags stay
+    on the device and are read once at the end, not per step (no check under torch.compile or CUDA graph capture).
     Returns the sample in `x`'s dtype.
     """
+    check_flag(differentiable, "differentiable")
+    check_flag(check_finite, "check_finite")
     check_sample(x)
     model_times = None
     if isinstance(sigmas, LearnedSchedule):
@@ -105,7 +127,8 @@ def sample(
             noise = CounterNoise(sample_seeds(seed, x.shape[0]), x.device, backend=backend)
     elif seed is not None:
         sample_seeds(seed, x.shape[0])  # validate even when unused, so a bad seed list never passes silently
-    evaluate = DenoiserCall(denoiser, x.dtype, extra_args)
+    watch = FiniteWatch() if check_finite else None
+    evaluate = DenoiserCall(denoiser, x.dtype, extra_args, watch)
     answer = evaluate if model_times is None else model_times.wrap(evaluate)
     ctx = StepContext(
         sigmas=host_grid,
@@ -113,16 +136,20 @@ def sample(
         noise=noise,
         backend=backend,
     )
-    state = x.to(work_dtype)
-    for i in progress_range(len(ctx.sigmas) - 1, progress, desc=f"fastdiff {solver}"):
-        out = run_step(rule, ctx, i, state, answer)
-        if callback is not None:
-            callback({
-                "x": out.x_eval,
-                "i": i,
-                "sigma": ctx.sigmas_tensor[i],
-                "sigma_hat": ctx.sigmas_tensor.new_tensor(out.sigma_hat),
-                "denoised": out.denoised,
-            })
-        state = out.x_next
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        state = x.to(work_dtype)
+        for i in progress_range(len(ctx.sigmas) - 1, progress, desc=f"fastdiff {solver}"):
+            evaluate.step = i
+            out = run_step(rule, ctx, i, state, answer)
+            if callback is not None:
+                callback({
+                    "x": out.x_eval,
+                    "i": i,
+                    "sigma": ctx.sigmas_tensor[i],
+                    "sigma_hat": ctx.sigmas_tensor.new_tensor(out.sigma_hat),
+                    "denoised": out.denoised,
+                })
+            state = out.x_next
+    if watch is not None:
+        watch.check()
     return state.to(x.dtype)

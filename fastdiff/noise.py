@@ -53,6 +53,7 @@ def sample_seeds(seed: int | Sequence[int] | torch.Tensor | None, batch: int) ->
     if isinstance(seed, bool):
         raise TypeError("seed must be an int, a list of ints or None, got a bool")
     if isinstance(seed, int):
+        _check_64_bits(seed, "seed")
         return [splitmix64(seed + (b + 1) * _GOLDEN_GAMMA) for b in range(batch)]
     if isinstance(seed, (list, tuple)):
         if len(seed) != batch:
@@ -60,10 +61,15 @@ def sample_seeds(seed: int | Sequence[int] | torch.Tensor | None, batch: int) ->
         for s in seed:
             if isinstance(s, bool) or not isinstance(s, int):
                 raise TypeError(f"seed list entries must be ints, got {type(s).__name__}")
-            if not -(1 << 63) <= s < (1 << 64):
-                raise ValueError(f"seed list entries must fit in 64 bits, got {s}")
+            _check_64_bits(s, "seed list entries")
         return [s & _MASK64 for s in seed]
     raise TypeError(f"seed must be an int, a list of ints or None, got {type(seed).__name__}")
+
+
+def _check_64_bits(seed: int, name: str) -> None:
+    """Seeds are 64-bit: signed or unsigned, so [-2^63, 2^64); a wider int would silently alias a smaller one."""
+    if not -(1 << 63) <= seed < (1 << 64):
+        raise ValueError(f"{name} must fit in 64 bits, in [-2**63, 2**64), got {seed}")
 
 
 def device_keys(seed: object, batch: int, device: torch.device) -> torch.Tensor | None:

@@ -178,7 +178,7 @@ def test_progress_bar(name, capsys):
         ("dpmpp_2m_sde", {"eta": -0.5}, ValueError, r"eta must be in \[0.0, inf\], got -0.5"),
         ("dpmpp_3m_sde", {"s_noise": -1.0}, ValueError, r"s_noise must be in \[0.0, inf\], got -1.0"),
         ("euler_ancestral", {"eta": "1"}, TypeError, "eta must be a number, got str"),
-        ("euler_maruyama", {"s_noise": float("nan")}, ValueError, "s_noise must be in"),
+        ("euler_maruyama", {"s_noise": float("nan")}, ValueError, "s_noise must be a finite number, got nan"),
         ("heun", {"s_churn": -1.0}, ValueError, "s_churn must be in"),
         ("ipndm", {"max_order": 5}, ValueError, r"max_order must be an int in \[1, 4\], got 5"),
         ("ipndm", {"max_order": 0}, ValueError, r"max_order must be an int in \[1, 4\], got 0"),

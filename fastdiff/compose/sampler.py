@@ -20,13 +20,14 @@ import torch
 from fastdiff.compose.superpose import Denoiser, Superposition
 from fastdiff.density.ito import check_forward_noise
 from fastdiff.driver import DenoiserCall, state_dtype
+from fastdiff.finite_watch import FiniteWatch
 from fastdiff.noise import STREAM_PROBE, CounterNoise, device_keys, sample_seeds
 from fastdiff.ops.ito_step import ito_step
 from fastdiff.ops.solver_step import NoiseDraw
 from fastdiff.progress import progress_range
 from fastdiff.reference import ito_step as reference
 from fastdiff.reference.philox import philox_normal
-from fastdiff.validation import check_grid, check_positive_int, check_sample
+from fastdiff.validation import check_flag, check_grid, check_positive_int, check_sample
 
 
 def _noise(seed, x: torch.Tensor, backend: str) -> CounterNoise:
@@ -53,6 +54,7 @@ def sample_superposed(
     n_probes: int = 1,
     log_q_start: torch.Tensor | None = None,
     extra_args: dict | None = None,
+    check_finite: bool = True,
     **sampler_options: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample the superposition of `denoisers` from noise `x` at `sigmas[0]` down the grid; see the module docstring.
@@ -66,6 +68,8 @@ def sample_superposed(
     Returns (samples in x's dtype, log_q [B, M]): the estimates of log q_i(x_end, sigma_end) - log q_i(x, sigma_0)
     plus `log_q_start` (default 0; pass log q_i(x, sigma_0) where known). OR's weights use these running values,
     so the start matters only when the models' densities at sigma_0 differ (they nearly coincide at large sigma_0).
+    The run builds no autograd graph. With `check_finite` (default) a model output with NaN or Inf raises
+    `fastdiff.NonFiniteError` at the end, naming the model, the first step and its sigma (flags read once).
     """
     if isinstance(denoisers, Superposition):
         if (mode, temperature, log_weights, bias, rcond) != ("or", 1.0, None, 0.0, None):
@@ -88,20 +92,28 @@ def sample_superposed(
         if not isinstance(log_q_start, torch.Tensor) or log_q_start.shape != ell.shape:
             got = tuple(log_q_start.shape) if isinstance(log_q_start, torch.Tensor) else type(log_q_start).__name__
             raise ValueError(f"log_q_start must be a [B, M] = {tuple(ell.shape)} tensor, got {got}")
+        check_sample(log_q_start, "log_q_start")
         ell += log_q_start.to(ell)
-    calls = [DenoiserCall(d, x.dtype, extra_args) for d in config.denoisers]
+    check_flag(check_finite, "check_finite")
+    watch = FiniteWatch() if check_finite else None
+    calls = [DenoiserCall(d, x.dtype, extra_args, watch, f"model {j}") for j, d in enumerate(config.denoisers)]
     noise = _noise(seed, x, backend)
-    state = x.to(work)
-    for i in progress_range(len(host) - 1, progress, desc=f"fastdiff superpose {config.mode}"):
-        sigma, sigma_next = host[i], host[i + 1]
-        if ode:
-            state, ell = _ode_step(config, calls, state, sigma, sigma_next, ell, noise.keys, i, n_probes)
-        else:
-            denoised = [call(state, sigma) for call in calls]
-            state, ell, _ = ito_step(
-                state, denoised, sigma, sigma_next, ell, NoiseDraw(noise, i, 0, sigma, sigma_next), config.mode,
-                config.temperature, config.log_weights, config.bias, config.rcond, backend=backend,
-            )
+    with torch.no_grad():
+        state = x.to(work)
+        for i in progress_range(len(host) - 1, progress, desc=f"fastdiff superpose {config.mode}"):
+            sigma, sigma_next = host[i], host[i + 1]
+            for call in calls:
+                call.step = i
+            if ode:
+                state, ell = _ode_step(config, calls, state, sigma, sigma_next, ell, noise.keys, i, n_probes)
+            else:
+                denoised = [call(state, sigma) for call in calls]
+                state, ell, _ = ito_step(
+                    state, denoised, sigma, sigma_next, ell, NoiseDraw(noise, i, 0, sigma, sigma_next), config.mode,
+                    config.temperature, config.log_weights, config.bias, config.rcond, backend=backend,
+                )
+    if watch is not None:
+        watch.check()
     return state.to(x.dtype), ell
 
 

@@ -23,12 +23,13 @@ import torch
 
 from fastdiff.backends import resolve_backend
 from fastdiff.density.divergence import Denoiser, exact_divergence, vjp
+from fastdiff.finite_watch import FiniteWatch
 from fastdiff.noise import device_keys, sample_seeds, seeds_to_keys
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.ops.trace_step import SUPPORTED_BACKENDS, probes, trace_step
 from fastdiff.progress import progress_range
 from fastdiff.reference.trace_step import PROBE_STRIDE, PROBES
-from fastdiff.validation import check_sample
+from fastdiff.validation import check_flag, check_sample
 
 ESTIMATORS = ("hutchinson", "exact")
 INTEGRATORS = ("heun", "euler")
@@ -140,6 +141,7 @@ def ode_log_likelihood(
     backend: str = "auto",
     progress: bool | None = False,
     return_info: bool = False,
+    check_finite: bool = True,
 ) -> torch.Tensor | LikelihoodResult:
     """log p_{sigma_min}(x0) per sample, float64 [B], by the probability-flow ODE from sigma_min to sigma_max.
 
@@ -166,6 +168,10 @@ def ode_log_likelihood(
     - backend: of the fused trace step (`fastdiff.ops.trace_step`), one launch per network evaluation
       that adds the stage's trace estimate to the log-density and moves the state.
 
+    - check_finite: a network output or prior value with NaN or Inf raises `fastdiff.NonFiniteError` at the end,
+      naming the first step and sigma where it appeared (flags stay on the device, read once).
+
+    The result carries no autograd graph (the vector-Jacobian products are taken and released inside each step).
     Returns the [B] tensor by default, so the call reads as the log-likelihood itself; with
     `return_info=True` a `LikelihoodResult` that also carries the prior term, the divergence
     integral, x_T and the evaluation counts (`nfe`, `n_vjp`). The state runs in float64 for float64
@@ -179,34 +185,44 @@ def ode_log_likelihood(
     chosen = resolve_backend(backend, x0.device, SUPPORTED_BACKENDS)
     if prior is not None and not callable(prior):
         raise TypeError(f"prior must be a callable log p_T(x) -> [B], got {type(prior).__name__}")
-    state = torch.float64 if x0.dtype == torch.float64 else torch.float32
-    batch, d = x0.shape[0], x0[0].numel()
+    batch = x0.shape[0]
     keys = device_keys(seed, batch, x0.device)
-    if keys is None and estimator == "hutchinson":
-        keys = seeds_to_keys(sample_seeds(seed, batch), x0.device)
-    x = x0.to(state)
-    total = torch.zeros(batch, dtype=torch.float64, device=x0.device)
-    nfe = 0
-    for i in progress_range(len(grid) - 1, progress, desc="log-likelihood"):
-        s, s_next = grid[i], grid[i + 1]
-        stage_sigmas = [s] if solver == "euler" else [s, s_next]
-        point, ks = x, []
-        for j, (sigma, st) in enumerate(zip(stage_sigmas, _stages(solver, s, s_next, d), strict=True)):
-            if estimator == "exact":
-                denoised, div = exact_divergence(denoiser, point, sigma, x0.dtype)
-                ks.append(denoised)
-                out = solver_step(x, ks, st.a, st.bs, backend=chosen)
-                total = total + st.c + st.w * div
-            else:
-                v = probes(keys, x.shape, n_probes, i, j, probe, state, chosen)
-                denoised, u = vjp(denoiser, point, sigma, v, x0.dtype)
-                ks.append(denoised)
-                out, total = trace_step(x, ks, st.a, st.bs, u, keys, i, j, probe, total, st.c, st.w, backend=chosen)
-            nfe += 1
-            point = out
-            ks.append(out)
-        x = point
-    prior_lp = gaussian_prior(x, grid[-1]) if prior is None else _prior(prior, x)
+    if keys is None:
+        seeds = sample_seeds(seed, batch)  # validated even where the exact estimator draws no probes
+        keys = seeds_to_keys(seeds, x0.device) if estimator == "hutchinson" else None
+    check_flag(check_finite, "check_finite")
+    watch = FiniteWatch() if check_finite else None
+    state = torch.float64 if x0.dtype == torch.float64 else torch.float32
+    d = x0[0].numel()
+    with torch.no_grad():
+        x = x0.to(state)
+        total = torch.zeros(batch, dtype=torch.float64, device=x0.device)
+        nfe = 0
+        for i in progress_range(len(grid) - 1, progress, desc="log-likelihood"):
+            s, s_next = grid[i], grid[i + 1]
+            stage_sigmas = [s] if solver == "euler" else [s, s_next]
+            point, ks = x, []
+            for j, (sigma, st) in enumerate(zip(stage_sigmas, _stages(solver, s, s_next, d), strict=True)):
+                if estimator == "exact":
+                    denoised, div = exact_divergence(denoiser, point, sigma, x0.dtype)
+                    ks.append(denoised)
+                    out = solver_step(x, ks, st.a, st.bs, backend=chosen)
+                    total = total + st.c + st.w * div
+                else:
+                    v = probes(keys, x.shape, n_probes, i, j, probe, state, chosen)
+                    denoised, u = vjp(denoiser, point, sigma, v, x0.dtype)
+                    ks.append(denoised)
+                    out, total = trace_step(x, ks, st.a, st.bs, u, keys, i, j, probe, total, st.c, st.w, backend=chosen)
+                nfe += 1
+                if watch is not None:
+                    watch.record(denoised, i, sigma)
+                point = out
+                ks.append(out)
+            x = point
+        prior_lp = gaussian_prior(x, grid[-1]) if prior is None else _prior(prior, x)
+        if watch is not None:
+            watch.record(prior_lp, len(grid) - 1, grid[-1], "prior")
+            watch.check()
     log_prob = prior_lp + total
     if not return_info:
         return log_prob

@@ -84,20 +84,6 @@ class Solver:
         """Step i from x at sigmas[i] to sigmas[i + 1]: yields evaluations, then the new state."""
         raise NotImplementedError
 
-    @staticmethod
-    def check_option(name: str, value: float, low: float = 0.0, high: float = float("inf")) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-        if not low <= value <= high:
-            raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-        return float(value)
-
-    @staticmethod
-    def check_flag(name: str, value: object) -> bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-        return value
-
 
 def run_step(
     solver: Solver, ctx: StepContext, i: int, x: torch.Tensor, evaluate: Callable[[torch.Tensor, float], torch.Tensor]

@@ -10,14 +10,15 @@ import torch
 
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Solver, StepContext
+from fastdiff.validation import check_number
 
 
 class Churn:
     def __init__(self, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float):
-        self.s_churn = Solver.check_option("s_churn", s_churn)
-        self.s_tmin = Solver.check_option("s_tmin", s_tmin)
-        self.s_tmax = Solver.check_option("s_tmax", s_tmax)
-        self.s_noise = Solver.check_option("s_noise", s_noise)
+        self.s_churn = check_number(s_churn, "s_churn")
+        self.s_tmin = check_number(s_tmin, "s_tmin")
+        self.s_tmax = check_number(s_tmax, "s_tmax", allow_inf=True)
+        self.s_noise = check_number(s_noise, "s_noise")
 
     @property
     def active(self) -> bool:

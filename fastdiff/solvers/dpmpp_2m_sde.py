@@ -14,6 +14,7 @@ import math
 
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
+from fastdiff.validation import check_number
 
 SOLVER_TYPES = ("midpoint", "heun")
 
@@ -24,8 +25,8 @@ class DPMpp2MSDE(Solver):
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, solver_type: str = "midpoint"):
         if solver_type not in SOLVER_TYPES:
             raise ValueError(f"solver_type must be one of {SOLVER_TYPES}, got {solver_type!r}")
-        self.eta = self.check_option("eta", eta)
-        self.s_noise = self.check_option("s_noise", s_noise)
+        self.eta = check_number(eta, "eta")
+        self.s_noise = check_number(s_noise, "s_noise")
         self.solver_type = solver_type
         self.stochastic = self.eta > 0.0 and self.s_noise > 0.0
         self.previous = None  # (D, h) of the previous step

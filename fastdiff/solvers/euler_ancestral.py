@@ -13,6 +13,7 @@ import math
 
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
+from fastdiff.validation import check_number
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
@@ -27,8 +28,8 @@ class EulerAncestral(Solver):
     name = "euler_ancestral"
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0):
-        self.eta = self.check_option("eta", eta)
-        self.s_noise = self.check_option("s_noise", s_noise)
+        self.eta = check_number(eta, "eta")
+        self.s_noise = check_number(s_noise, "s_noise")
         self.stochastic = self.eta > 0.0 and self.s_noise > 0.0
 
     def step(self, ctx, i, x):

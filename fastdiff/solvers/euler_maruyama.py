@@ -11,13 +11,14 @@ import math
 
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
+from fastdiff.validation import check_number
 
 
 class EulerMaruyama(Solver):
     name = "euler_maruyama"
 
     def __init__(self, s_noise: float = 1.0):
-        self.s_noise = self.check_option("s_noise", s_noise)
+        self.s_noise = check_number(s_noise, "s_noise")
         self.stochastic = self.s_noise > 0.0
 
     def step(self, ctx, i, x):

@@ -29,6 +29,7 @@ from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.solvers.srk_noise import step_draws
 from fastdiff.srk_coefficients import multistep_form, stage_fraction
+from fastdiff.validation import check_flag, check_number
 
 DEFAULT_THETA = 0.085
 
@@ -38,8 +39,8 @@ class SRK(Solver):
     stochastic = True
 
     def __init__(self, theta: float = DEFAULT_THETA, coupled: bool = True):
-        self.theta = self.check_option("theta", theta, 0.0, 0.5)
-        self.coupled = self.check_flag("coupled", coupled)
+        self.theta = check_number(theta, "theta", 0.0, 0.5)
+        self.coupled = check_flag(coupled, "coupled")
         self.previous = None  # (D_prev, lambda_prev)
 
     def step(self, ctx, i, x):

@@ -18,6 +18,7 @@ from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.solvers.srk_noise import step_draws
 from fastdiff.srk_coefficients import data_form
+from fastdiff.validation import check_flag
 
 
 class SRKData(Solver):
@@ -25,7 +26,7 @@ class SRKData(Solver):
     stochastic = True
 
     def __init__(self, coupled: bool = True):
-        self.coupled = self.check_flag("coupled", coupled)
+        self.coupled = check_flag(coupled, "coupled")
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
