@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -61,13 +62,15 @@ def read_file(path: str | os.PathLike, what: str = "checkpoint") -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay CPU tensors
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
-            detail = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        foreign = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if foreign is not None:
             raise CheckpointError(
                 f"{what} {str(path)!r} is not a fastdiff {what}: it holds Python objects other than tensors and plain "
-                f"containers{f' ({detail})' if detail else ''}, which fastdiff never unpickles"
+                f"containers (a {foreign.group(1)}), which fastdiff never unpickles"
             ) from None
-        raise CheckpointError(_corrupt(path, what, err)) from None
+        detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
+        raise CheckpointError(_corrupt(path, what, pickle.UnpicklingError(detail))) from None
     except (EOFError, KeyError, RuntimeError, ValueError, OSError, UnicodeDecodeError, AttributeError, IndexError) as err:
         raise CheckpointError(_corrupt(path, what, err)) from None
 
@@ -136,12 +139,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {name} is not a fastdiff training checkpoint: it holds a "
                               f"{type(state).__name__}; {expected}")
-    if "format" in state and state["format"] != FORMAT:
-        raise CheckpointError(f"checkpoint {name} has format {state['format']!r}; this fastdiff reads {FORMAT!r}")
     missing = [k for k in KEYS if k not in state]
     if len(missing) == len(KEYS):
         raise CheckpointError(f"checkpoint {name} is not a fastdiff training checkpoint: it is {_describe(state)}; "
                               f"{expected}")
+    if "format" in state and state["format"] != FORMAT:
+        raise CheckpointError(f"checkpoint {name} has format {state['format']!r}; this fastdiff reads {FORMAT!r}")
     if missing:
         raise CheckpointError(f"checkpoint {name} is incomplete: missing keys {missing}; {expected}")
     for key, kind in (("model", dict), ("ema", dict), ("optimizer", dict), ("log", list), ("rng", dict),
