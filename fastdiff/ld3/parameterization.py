@@ -1,11 +1,19 @@
 """LD3's grid parameterization (ALGORITHMS.md section 7; Tong et al. 2024, arXiv 2405.15506).
 
-With lambda = -log sigma, n levels and parameters xi (n, init ones):
-    c = cumsum(softmax(xi)),   lambda_i = lambda_min + (c_i - c_0) / (c_{n-1} - c_0) (lambda_max - lambda_min),
-monotone by construction, with the endpoints sigma_max and sigma_min fixed (set exactly, not through exp(log)).
-xi init ones is the grid uniform in lambda ("logsnr"). Decoupled model time, xi_c (n, init zeros): the network
-sees lambda_i + clip(xi_c_i, +-w g_i), g_i = min(lambda_i - lambda_{i-1}, lambda_{i+1} - lambda_i), endpoints
-masked; with w <= 1/2 the model times stay strictly decreasing in sigma.
+With lambda = -log sigma, n levels and parameters xi (n, init ones): the m = n - 1 gaps of the grid in lambda are
+fractions q = softmax(xi_1..xi_{n-1}) of lambda_max - lambda_min (xi_0 cancels; this is c = cumsum(softmax(xi)),
+lambda_i = lambda_min + (c_i - c_0) / (c_{n-1} - c_0) (lambda_max - lambda_min) without the cancellation), with a
+floor: q' = f + (1 - m f) q, so that every gap is at least delta = 2^-32 max(1, |lambda_min|, |lambda_max|) (f = delta /
+range; a change below 1e-9 of any gap on usual ranges). The endpoints sigma_max and sigma_min are set exactly, not
+through exp(log). xi init ones is the grid uniform in lambda ("logsnr").
+
+Decoupled model time, xi_c (n, init zeros): the network sees lambda_i + clip(xi_c_i, +-b_i), endpoints masked, with
+b_i = min(w g_i, g_i / 2 - delta / 4) and g_i = min(lambda_i - lambda_{i-1}, lambda_{i+1} - lambda_i). The second term
+only matters for w = 1/2, where two neighbours clipped towards each other would otherwise meet (and, rounded, tie or
+cross): any two model times stay at least delta / 2 apart in lambda.
+
+So any finite parameters give a grid and model times that are strictly decreasing in float64 (the gaps are at least
+2^20 rounding units of lambda, and exp keeps that order), which is what `LearnedSchedule` requires.
 """
 
 from __future__ import annotations
@@ -14,45 +22,64 @@ import math
 
 import torch
 
+GAP_RESOLUTION = 2.0**-32  # the smallest gap in lambda, in units of max(1, |lambda|): 2^20 float64 rounding units
+
 
 class Discretization(torch.nn.Module):
     def __init__(
         self, levels: int, sigma_min: float, sigma_max: float, *, decoupled: bool, clip: float = 0.5, to_zero: bool = False
     ):
         super().__init__()
-        if levels < 3:
-            raise ValueError(f"a learnable grid needs at least one interior level (3 levels), got {levels}")
-        if not 0.0 < clip <= 0.5:
-            raise ValueError(f"model_time_clip must be in (0, 0.5] (keeps model times ordered), got {clip}")
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 3:
+            raise ValueError(f"a learnable grid needs at least one interior level (3 levels), got {levels!r}")
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0.0 < clip <= 0.5:
+            raise ValueError(f"model_time_clip must be in (0, 0.5] (keeps model times ordered), got {clip!r}")
+        ok = all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in (sigma_min, sigma_max))
+        if not (ok and math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0.0 < sigma_min < sigma_max):
+            raise ValueError(f"need finite 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
-        self.lambda_min, self.lambda_max = -math.log(sigma_max), -math.log(sigma_min)
-        self.clip, self.to_zero = clip, to_zero
+        self.lambda_min, self.lambda_max = -math.log(self.sigma_max), -math.log(self.sigma_min)
+        span = self.lambda_max - self.lambda_min
+        self.min_gap = GAP_RESOLUTION * max(1.0, abs(self.lambda_min), abs(self.lambda_max))
+        self.gap_floor = self.min_gap / span  # f: the floor of each gap's fraction of the range
+        if (levels - 1) * self.gap_floor > 0.5:
+            raise ValueError(
+                f"the sigma range sigma_min={sigma_min!r}..sigma_max={sigma_max!r} is too narrow for {levels} distinct "
+                "levels in float64 (widen it or use fewer steps)"
+            )
+        self.clip, self.to_zero = float(clip), to_zero
         self.xi = torch.nn.Parameter(torch.ones(levels, dtype=torch.float64))
         self.xi_c = torch.nn.Parameter(torch.zeros(levels, dtype=torch.float64)) if decoupled else None
 
     @torch.no_grad()
     def start_from(self, sigmas: list[float]) -> None:
-        """Set xi so that the grid equals `sigmas` (same levels and endpoints; a trailing 0 is ignored):
-        softmax(xi)_j proportional to the lambda gaps for j >= 1, xi_0 (which cancels) their mean log."""
+        """Set xi so that the grid equals `sigmas` (same levels and endpoints; a trailing 0 is ignored): softmax(xi)_j
+        for j >= 1 is the floor-corrected fraction of the lambda gaps, xi_0 (which cancels) their mean log."""
         positive = torch.tensor([s for s in sigmas if s > 0], dtype=torch.float64)
         if positive.numel() != self.xi.numel():
             raise ValueError(f"start grid must have {self.xi.numel()} positive levels, got {positive.numel()}")
-        log_gaps = (-positive.log()).diff().log()
-        self.xi.copy_(torch.cat([log_gaps.mean().reshape(1), log_gaps]).to(self.xi))
+        gaps = (-positive.log()).diff()
+        m = gaps.numel()
+        q = (gaps / gaps.sum() - self.gap_floor) / (1.0 - m * self.gap_floor)
+        log_q = q.clamp_min(torch.finfo(torch.float64).tiny).log()
+        self.xi.copy_(torch.cat([log_q.mean().reshape(1), log_q]).to(self.xi))
 
     def interior_lambdas(self) -> torch.Tensor:
-        c = torch.cumsum(torch.softmax(self.xi, dim=0), dim=0)
-        frac = (c[1:-1] - c[0]) / (c[-1] - c[0])
+        m = self.xi.numel() - 1
+        q = self.gap_floor + (1.0 - m * self.gap_floor) * torch.softmax(self.xi[1:], dim=0)
+        frac = torch.cumsum(q, dim=0)[:-1]
         return self.lambda_min + frac * (self.lambda_max - self.lambda_min)
 
     def offset_bound(self, lam: torch.Tensor) -> torch.Tensor:
-        """w times the smaller neighbouring gap of every interior level (no gradient)."""
+        """b_i = min(w g_i, g_i / 2 - delta / 4) for every interior level, g_i its smaller neighbouring gap (no
+        gradient)."""
         full = torch.cat([lam.new_tensor([self.lambda_min]), lam.detach(), lam.new_tensor([self.lambda_max])])
         gaps = full.diff()
-        return self.clip * torch.minimum(gaps[:-1], gaps[1:])
+        near = torch.minimum(gaps[:-1], gaps[1:])
+        return torch.minimum(self.clip * near, near / 2 - self.min_gap / 4)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sigmas, model_sigmas), float64, decreasing from sigma_max to sigma_min (then 0 with `to_zero`)."""
+        """(sigmas, model_sigmas), float64, strictly decreasing from sigma_max to sigma_min (then 0 with `to_zero`)."""
         lam = self.interior_lambdas()
         ends = lam.new_tensor([self.sigma_max]), lam.new_tensor([self.sigma_min])
         tail = [lam.new_zeros(1)] if self.to_zero else []

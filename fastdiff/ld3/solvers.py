@@ -70,16 +70,20 @@ def steps_for_nfe(solver: str, options: dict, nfe: int, to_zero: bool) -> tuple[
         raise TypeError(f"nfe must be an int, got {type(nfe).__name__}")
     if nfe < 1:
         raise ValueError(f"nfe must be >= 1 (network evaluations per sample), got {nfe}")
-    best = None
-    for steps in range(1, nfe + 1):
-        used = count_evaluations(solver, options, steps, to_zero)
-        if used > nfe:
-            break
-        best = (steps, used)
-    if best is None:
+    # evaluations grow with the steps, so bisect for the most steps that fit (a linear scan is O(nfe^2) dry steps)
+    fits, used = 0, 0
+    too_many = nfe + 1
+    while too_many - fits > 1:
+        steps = (fits + too_many) // 2
+        count = count_evaluations(solver, options, steps, to_zero)
+        if count <= nfe:
+            fits, used = steps, count
+        else:
+            too_many = steps
+    if fits == 0:
         one = count_evaluations(solver, options, 1, to_zero)
         raise ValueError(f"nfe={nfe} is too small for {solver!r}: one step costs {one} evaluations")
-    return best
+    return fits, used
 
 
 def minimal_options(solver: str, options: dict | None) -> dict:

@@ -19,8 +19,29 @@ from fastdiff.ld3.solvers import learnable_solvers, resolve_solver, steps_for_nf
 Teacher = str | Callable[[torch.Tensor, float, float], torch.Tensor]
 
 
+def check_teacher(
+    teacher: Teacher, teacher_nfe: int, sigma_min: float, sigma_max: float, to_zero: bool
+) -> list[float] | None:
+    """The teacher's grid (None for a callable teacher); raises, naming teacher_solver or teacher_nfe, unless `teacher`
+    is an ODE solver name that `teacher_nfe` evaluations can run for at least one step, or a callable."""
+    if isinstance(teacher, str):
+        if teacher not in learnable_solvers():
+            odes = ", ".join(learnable_solvers())
+            raise ValueError(f"teacher_solver must be an ODE solver ({odes}) or a callable, got {teacher!r}")
+        return teacher_grid(teacher, teacher_nfe, sigma_min, sigma_max, to_zero)
+    if not callable(teacher):
+        raise TypeError(
+            f"teacher_solver must be a solver name or a callable (x, sigma_from, sigma_to), got {type(teacher).__name__}"
+        )
+    return None
+
+
 def teacher_grid(solver: str, nfe: int, sigma_min: float, sigma_max: float, to_zero: bool) -> list[float]:
-    steps, _ = steps_for_nfe(solver, resolve_solver(solver), nfe, to_zero)
+    """A Karras grid of as many steps of `solver` as `nfe` evaluations allow (raises naming teacher_nfe)."""
+    try:
+        steps, _ = steps_for_nfe(solver, resolve_solver(solver), nfe, to_zero)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"teacher_nfe={nfe!r} does not fit teacher_solver {solver!r}: {err}") from err
     levels = get_sigmas("karras", steps if to_zero else steps + 1, sigma_min, sigma_max).tolist()
     return levels if to_zero else levels[:-1]
 
@@ -43,22 +64,15 @@ def teacher_outputs(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Psi*(x_T) at the student's final level (sigma_min, or 0 with `to_zero`); raises if any is not finite."""
-    if isinstance(teacher, str):
-        if teacher not in learnable_solvers():
-            odes = ", ".join(learnable_solvers())
-            raise ValueError(f"teacher_solver must be an ODE solver ({odes}) or a callable, got {teacher!r}")
-        grid = teacher_grid(teacher, teacher_nfe, sigma_min, sigma_max, to_zero)
+    grid = check_teacher(teacher, teacher_nfe, sigma_min, sigma_max, to_zero)
+    if grid is not None:
         out = solve(network, teacher, {}, grid, x_T, backend=backend)
-    elif callable(teacher):
+    else:
         out = teacher(x_T, sigma_max, 0.0 if to_zero else sigma_min)
         if not isinstance(out, torch.Tensor) or out.shape != x_T.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"teacher_solver must return a tensor shaped like x_T {tuple(x_T.shape)}, got {got}")
         out = out.to(x_T.dtype)
-    else:
-        raise TypeError(
-            f"teacher_solver must be a solver name or a callable (x, sigma_from, sigma_to), got {type(teacher).__name__}"
-        )
     if not bool(torch.isfinite(out).all()):
         raise ValueError("the teacher produced NaN or Inf outputs; no schedule can be learned from them")
     return out

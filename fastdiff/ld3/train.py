@@ -5,6 +5,11 @@ slack, `fastdiff.ld3.surrogate`) down the learned grid and its loss is distance(
 through the whole solver into xi and the decoupled model-time offsets xi_c (RMSprop both by default; the paper uses
 SGD for xi_c), gradients clipped to norm 1. Every epoch measures the validation loss (held-out teacher pairs, no
 slack); the best grid by validation loss is returned, and training stops after `patience` epochs without improvement.
+
+Once training runs, it does not end in an exception that discards a learned grid: the parameterization cannot make
+an invalid schedule (`fastdiff.ld3.parameterization`), every option is checked before the teacher's solve, and a
+non-finite loss or gradient after some epoch improved on the starting grid stops training with a RuntimeWarning and
+returns the best grid so far (config["stop_reason"] says why).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -24,7 +30,7 @@ from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.ld3.solve import solve
 from fastdiff.ld3.solvers import learnable_solvers, minimal_options, resolve_solver, steps_for_nfe
 from fastdiff.ld3.surrogate import SlackNoise, default_radius
-from fastdiff.ld3.teacher import Teacher, describe_teacher, teacher_outputs
+from fastdiff.ld3.teacher import Teacher, check_teacher, describe_teacher, teacher_outputs
 from fastdiff.progress import progress_range
 from fastdiff.solvers import make_solver
 from fastdiff.validation import check_positive_int
@@ -113,8 +119,11 @@ def learn_sigmas(
         (default, `lr_model_time` 5e-3) or "sgd" (the paper's choice, whose step scales with the loss: measured in
         bench/LD3.md, it oscillates on an 8-d target at lr 0.1 and is slow on a 1-D one at 0.02); gradients clipped to
         `grad_clip` (1.0) in total norm.
-    Raises ValueError for bad input (nfe < 1, an unsupported solver, too few evaluations for one interior level) and
-    FloatingPointError for a non-finite loss or gradient; nothing is returned then.
+    Raises ValueError (TypeError for a wrong type) for bad input, naming the argument, before any training: nfe < 1,
+    an unsupported solver, too few evaluations for one interior level or for one teacher step, non-positive or
+    non-finite sigmas, lr, counts, a sigma range too narrow for the levels. Raises FloatingPointError for a non-finite
+    loss or gradient before any epoch has improved on the starting grid (nothing was learned, nothing is returned);
+    after that, such a failure stops training with a RuntimeWarning and the best grid so far is returned.
     """
     if solver not in learnable_solvers():
         if isinstance(solver, str):
@@ -146,6 +155,10 @@ def learn_sigmas(
         raise ValueError(f"sigma_min must be < sigma_max, got {sigma_min} and {sigma_max}")
     for name, value in (("lr", lr), ("lr_model_time", lr_model_time), ("grad_clip", grad_clip)):
         _positive(name, value)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2^64), got {seed!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     dim = math.prod(shape)
     r = default_radius(dim, nfe) if radius is None else radius
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
@@ -157,6 +170,8 @@ def learn_sigmas(
     dist = _distance(distance)
     if init != "best" and init not in HAND_DESIGNED:
         raise ValueError(f"init must be 'best' or one of {HAND_DESIGNED}, got {init!r}")
+    check_teacher(teacher_solver, teacher_nfe, sigma_min, sigma_max, to_zero)
+    grid = Discretization(levels, sigma_min, sigma_max, decoupled=decoupled, clip=model_time_clip, to_zero=to_zero)
 
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
@@ -174,7 +189,7 @@ def learn_sigmas(
     x_train, y_train = x_all[:n_samples], targets[:n_samples]
     x_val, y_val = x_all[n_samples:], targets[n_samples:]
 
-    grid = Discretization(levels, sigma_min, sigma_max, decoupled=decoupled, clip=model_time_clip, to_zero=to_zero).to(device)
+    grid = grid.to(device)
     optimizers = [torch.optim.RMSprop([grid.xi], lr=lr)]
     if decoupled:
         model_time_cls = torch.optim.RMSprop if model_time_optimizer == "rmsprop" else torch.optim.SGD
@@ -200,8 +215,10 @@ def learn_sigmas(
     init = min(finite, key=finite.get)
     grid.start_from(hand_designed_grid(init, levels, sigma_min, sigma_max, to_zero))
     best_val, best_state = starts[init], {k: v.detach().clone() for k, v in grid.state_dict().items()}
+    best_epoch = None  # the epoch whose grid is best_state (None: the starting grid)
     history = {"train": [], "val": [best_val]}
     stale = 0
+    stop_reason = None  # set when a non-finite value ends training
     desc = f"ld3 {solver} NFE {nfe}"
     for epoch in progress_range(max_epochs, progress, desc=desc):
         order = torch.randperm(n_samples, generator=gen).to(device)
@@ -213,17 +230,16 @@ def learn_sigmas(
             per_sample = dist(student(x, sigmas, model_sigmas), y_train[idx])
             loss = per_sample.mean()
             if not bool(torch.isfinite(loss)):
-                raise FloatingPointError(
-                    f"LD3 ({desc}): non-finite training loss {float(loss.detach())} in epoch {epoch}; "
-                    "no schedule was produced (check the denoiser and teacher, or lower lr)"
-                )
+                stop_reason = f"non-finite training loss {float(loss.detach())} in epoch {epoch}"
+                break
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for p in grid.parameters() if p.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
             if not bool(torch.isfinite(norm)):
-                raise FloatingPointError(f"LD3 ({desc}): non-finite gradient in epoch {epoch}; no schedule was produced")
+                stop_reason = f"non-finite gradient in epoch {epoch}"
+                break
             for opt in optimizers:
                 opt.step()
             grid.project_()
@@ -243,17 +259,32 @@ def learn_sigmas(
                     )
                     old, new = dist(both, torch.cat([y_train[idx], y_train[idx]])).split(len(idx))
                 slack.accept(idx, candidate, old, new)
+        if stop_reason is not None:
+            break
         val = validation_loss()
+        if not math.isfinite(val):
+            stop_reason = f"non-finite validation loss in epoch {epoch}"
+            break
         history["train"].append(sum(losses) / len(losses))
         history["val"].append(val)
-        if not math.isfinite(val):
-            raise FloatingPointError(f"LD3 ({desc}): non-finite validation loss in epoch {epoch}; no schedule was produced")
         if val < best_val:
-            best_val, best_state, stale = val, {k: v.detach().clone() for k, v in grid.state_dict().items()}, 0
+            best_val, best_epoch, stale = val, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in grid.state_dict().items()}
         else:
             stale += 1
             if stale >= patience:
                 break
+    if stop_reason is not None:
+        if best_epoch is None:
+            raise FloatingPointError(
+                f"LD3 ({desc}): {stop_reason}, before any epoch improved on the starting grid ({init}); no schedule was "
+                "produced (check the denoiser and teacher, or lower lr)"
+            )
+        warnings.warn(
+            f"LD3 ({desc}): {stop_reason}; training stopped, returning the best grid so far (epoch {best_epoch})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     grid.load_state_dict(best_state)
     with torch.no_grad():
         sigmas, model_sigmas = grid()
@@ -274,7 +305,7 @@ def learn_sigmas(
         teacher=describe_teacher(teacher_solver, teacher_nfe),
         config={
             "init": init,
-            "start_val": starts,
+            "start_val": {kind: v if math.isfinite(v) else None for kind, v in starts.items()},  # None: not finite
             "n_samples": n_samples,
             "n_val": n_val,
             "radius": r,
@@ -289,6 +320,8 @@ def learn_sigmas(
             "sigma_grad": sigma_grad,
             "seed": seed,
             "best_val": best_val,
+            "best_epoch": best_epoch,
+            "stop_reason": stop_reason,
             "slack_moves_accepted": slack.accepted,
             "train_seconds": round(time.perf_counter() - start, 3),
         },
