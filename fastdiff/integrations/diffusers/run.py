@@ -4,13 +4,16 @@ for hosts such as a diffusers pipeline that own the model call.
 A step rule (`fastdiff.solvers`) is a generator that yields `Evaluation(x, sigma)` requests and then its
 `StepOutput`. `SolverRun` keeps the running generator between calls: `request` is the pending evaluation, `answer(D)`
 sends D(request.x, request.sigma) in and advances to the next request, across step boundaries, until the grid is
-done and `result` holds the final state. `evaluation_plan` is the same run on a [1, 1] dummy state with zero
+done and `result` holds the final state. A step listed in `fresh_steps` runs on a new instance of the step rule,
+without the multistep history of the steps before it (how diffusers' `solver_order=1` and `lower_order_final` drop
+DPM-Solver++'s second-order correction). `evaluation_plan` is the same run on a [1, 1] dummy state with zero
 denoiser and zero noise: solvers compute their evaluation sigmas from the grid alone, so it lists them before
 sampling starts (what a diffusers pipeline needs as `scheduler.timesteps`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,11 +23,23 @@ from fastdiff.solvers import Evaluation, Solver, StepContext, make_solver
 
 
 class SolverRun:
-    """The pending evaluation of a solver run over the grid `ctx.sigmas`, started from x at sigmas[0]."""
+    """The pending evaluation of a solver run over the grid `ctx.sigmas`, started from x at sigmas[0]; the steps in
+    `fresh_steps` start a new solver from `make_solver()`."""
 
-    def __init__(self, solver: Solver, ctx: StepContext, x: torch.Tensor):
+    def __init__(
+        self,
+        solver: Solver,
+        ctx: StepContext,
+        x: torch.Tensor,
+        fresh_steps: frozenset[int] = frozenset(),
+        make_solver: Callable[[], Solver] | None = None,
+    ):
+        if fresh_steps and make_solver is None:
+            raise ValueError("fresh_steps needs make_solver")
         self.solver = solver
         self.ctx = ctx
+        self.fresh_steps = fresh_steps
+        self.make_solver = make_solver
         self.n_steps = len(ctx.sigmas) - 1
         self.step_index = 0
         self.request: Evaluation | None = None
@@ -56,6 +71,8 @@ class SolverRun:
         self._begin_step(x)
 
     def _begin_step(self, x: torch.Tensor) -> None:
+        if self.step_index in self.fresh_steps:
+            self.solver = self.make_solver()
         self._input = x
         self._answered = 0
         self._steps = self.solver.step(self.ctx, self.step_index, x)
@@ -96,7 +113,9 @@ class EvaluationPlan:
         return [self.sigmas[e], *self.grid[self.steps[e] + 1 :]]
 
 
-def evaluation_plan(solver: str, options: dict, grid: list[float]) -> EvaluationPlan:
+def evaluation_plan(
+    solver: str, options: dict, grid: list[float], fresh_steps: frozenset[int] = frozenset()
+) -> EvaluationPlan:
     """The evaluation sigmas of `solver` with `options` on `grid`, by a dry run of its step generators.
 
     Raises when the solver's first request is not D(x, sigmas[0]) at its own input: a pipeline evaluates the model
@@ -105,7 +124,7 @@ def evaluation_plan(solver: str, options: dict, grid: list[float]) -> Evaluation
     ctx = StepContext(
         sigmas=list(grid), sigmas_tensor=torch.tensor(grid, dtype=torch.float64), noise=_ZeroNoise(), backend="reference"
     )
-    run = SolverRun(rule, ctx, torch.zeros(1, 1, dtype=torch.float64))
+    run = SolverRun(rule, ctx, torch.zeros(1, 1, dtype=torch.float64), fresh_steps, lambda: make_solver(solver, **options))
     if not run.at_step_start or run.request.sigma != grid[0]:
         raise ValueError(
             f"solver {solver!r} with options {options} does not first evaluate D at its input (x, sigmas[0]), where a "

@@ -40,6 +40,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 
 from fastdiff.backends import BACKENDS
 from fastdiff.driver import state_dtype
+from fastdiff.integrations.diffusers.config_keys import check_foreign_keys
 from fastdiff.integrations.diffusers.run import EvaluationPlan, SolverRun, evaluation_plan
 from fastdiff.integrations.diffusers.seeds import run_noise
 from fastdiff.integrations.diffusers.timestep_grids import (
@@ -50,6 +51,7 @@ from fastdiff.integrations.diffusers.timestep_grids import (
     load_sigmas_file,
     schedule_grid,
 )
+from fastdiff.integrations.diffusers.thresholding import X0Limit
 from fastdiff.integrations.diffusers.vp_table import PREDICTION_TYPES, VPTable, denoised, to_ve, to_vp, training_betas
 from fastdiff.ld3.model_time import ModelTimes
 from fastdiff.ld3.schedule import LearnedSchedule
@@ -66,6 +68,12 @@ COMMON_CONFIG = {
     "rescale_betas_zero_snr": False,
     "prediction_type": "epsilon",
     "variance_type": None,
+    "thresholding": False,
+    "dynamic_thresholding_ratio": 0.995,
+    "sample_max_value": 1.0,
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
+    "final_sigmas_type": "zero",
     "timestep_spacing": "linspace",
     "steps_offset": 0,
     "use_karras_sigmas": False,
@@ -79,11 +87,22 @@ COMMON_CONFIG = {
     "backend": "auto",
     "seed": None,
 }
+FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 VARIANCE_TYPES = (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
 # diffusers' schedule flags, read when schedule="discrete" (an explicit fastdiff schedule wins over them)
 _SCHEDULE_FLAGS = {"use_karras_sigmas": "karras", "use_exponential_sigmas": "logsnr", "use_lu_lambdas": "logsnr"}
 # solver option values of other diffusers schedulers' configs (UniPC, DEIS) that mean the default here
 _OPTION_ALIASES = {"solver_type": {"logrho": "midpoint", "bh1": "midpoint", "bh2": "midpoint"}}
+# every option name of every fastdiff solver: dropped by a scheduler whose solver does not take it
+_SOLVER_OPTIONS = frozenset(
+    name
+    for rule in SOLVERS.values()
+    if rule.__init__ is not object.__init__
+    for name in inspect.signature(rule.__init__).parameters
+    if name != "self"
+)
+# a grid the scheduler builds may have its low end raised until every evaluation lies in the table (see set_timesteps)
+_LOW_END_STEPS = 48
 
 
 @dataclass
@@ -100,18 +119,19 @@ def _check_positive(name: str, value: object) -> float:
     return float(value)
 
 
-def _config_init(solver: str):
-    """An `__init__` whose signature lists COMMON_CONFIG and then the options of `solver` (its own names and defaults),
-    wrapped by diffusers' `register_to_config`, so that `from_config`, `save_config` and `from_pretrained` see them."""
+def _config_init(solver: str, extra: dict):
+    """An `__init__` whose signature lists COMMON_CONFIG, the scheduler's `extra_config` and then the options of
+    `solver` (its own names and defaults), wrapped by diffusers' `register_to_config`, so that `from_config`,
+    `save_config` and `from_pretrained` see them."""
     init = SOLVERS[solver].__init__
     options = [] if init is object.__init__ else [p for name, p in inspect.signature(init).parameters.items() if name != "self"]
-    clash = sorted(set(COMMON_CONFIG) & {p.name for p in options})
+    clash = sorted((set(COMMON_CONFIG) | set(extra)) & {p.name for p in options})
     if clash or any(p.default is inspect.Parameter.empty for p in options):
         raise TypeError(f"solver {solver!r}: options must have defaults and not reuse scheduler config names {clash}")
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     signature = inspect.Signature(
         [inspect.Parameter("self", kind)]
-        + [inspect.Parameter(name, kind, default=default) for name, default in COMMON_CONFIG.items()]
+        + [inspect.Parameter(name, kind, default=default) for name, default in {**COMMON_CONFIG, **extra}.items()]
         + [p.replace(kind=kind) for p in options]
     )
 
@@ -131,17 +151,29 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
 
     solver: ClassVar[str]
     order: ClassVar[int] = 1
+    extra_config: ClassVar[dict] = {}  # config keys of this scheduler only (name: default), checked by _configure_extra
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "solver" in cls.__dict__:
-            cls.__init__ = _config_init(cls.solver)
+            cls.__init__ = _config_init(cls.solver, cls.extra_config)
         if cls.__module__ == __name__:
             cls.__module__ = PUBLIC_MODULE  # a saved pipeline records the class's module: record the public one
 
     def __init__(self, *args, **kwargs):
         raise TypeError("FastdiffScheduler is a base class; use one of fastdiff.integrations.diffusers.SCHEDULERS")
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' `from_config` drops the keys of a config that `__init__` does not take; first refuse those that
+        would change the result and warn about unknown ones (`config_keys`). A key passed to from_config overrides."""
+        if "solver" in cls.__dict__ or hasattr(cls, "solver"):
+            init_keys = set(inspect.signature(cls.__init__).parameters)
+            skip = init_keys | set(kwargs) | set(config_dict.get("_use_default_values", [])) | {"quantization_config"}
+            foreign = {k: v for k, v in config_dict.items() if not k.startswith("_") and k not in skip}
+            check_foreign_keys(cls.__name__, foreign, _SOLVER_OPTIONS)
+        return super().extract_init_dict(config_dict, **kwargs)
 
     # ---- configuration
 
@@ -151,6 +183,16 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {config['prediction_type']!r}")
         if config["variance_type"] not in VARIANCE_TYPES:
             raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {config['variance_type']!r}")
+        if config["final_sigmas_type"] not in FINAL_SIGMAS_TYPES:
+            raise ValueError(f"final_sigmas_type must be one of {FINAL_SIGMAS_TYPES}, got {config['final_sigmas_type']!r}")
+        self._limit = X0Limit(
+            config["thresholding"],
+            config["dynamic_thresholding_ratio"],
+            config["sample_max_value"],
+            config["clip_sample"],
+            config["clip_sample_range"],
+        )
+        self._configure_extra(config)
         if config["timestep_spacing"] not in TIMESTEP_SPACINGS:
             raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {config['timestep_spacing']!r}")
         offset = config["steps_offset"]
@@ -178,15 +220,29 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         self._model_times = None
         self._run_on_learned_grid = False
         if self._schedule == "learned":
-            self._learned = self._learned_grid(config["sigmas_file"])
+            self._learned = self._learned_grid(config["sigmas_file"], config["final_sigmas_type"] == "zero")
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None
         self.timesteps = torch.arange(self._table.num_train_timesteps - 1, -1, -1, dtype=torch.float32)
         self.sigmas = torch.cat([self._table.sigmas.flip(0), torch.zeros(1, dtype=torch.float64)]).float()
         self.solver_sigmas = None
         self._plan: EvaluationPlan | None = None
+        self._fresh_steps: frozenset[int] = frozenset()
         self._begin_index = None
         self._reset_run()
+
+    def _configure_extra(self, config: dict) -> None:
+        """Check the keys of `extra_config` (none here)."""
+
+    def _history_resets(self, grid: list[float]) -> frozenset[int]:
+        """The steps of `grid` that start without the multistep history of the steps before (none here)."""
+        return frozenset()
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        """(sigma_min, sigma_max) of the training table in fastdiff's VE sigmas: where the model can be evaluated, e.g.
+        the range to learn a schedule in: `fastdiff.ld3.learn_sigmas(..., sigma_min=lo, sigma_max=hi)`."""
+        return self._table.sigma_min, self._table.sigma_max
 
     def _solver_options(self, options: dict) -> dict:
         for name, aliases in _OPTION_ALIASES.items():
@@ -216,19 +272,20 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"sigma_min must be < sigma_max, got {config['sigma_min']} and {config['sigma_max']}")
         return schedule
 
-    def _learned_grid(self, path: str) -> list[float]:
+    def _learned_grid(self, path: str, config_to_zero: bool) -> list[float]:
         """The grid in `sigmas_file`. An LD3 schedule must be one learned for this scheduler's solver and options; its
-        decoupled model times then decide where the model is evaluated (`_model_sigma`). A schedule that stops at
-        sigma_min gets a last step to 0 here, at one more evaluation, so that the pipeline ends with a clean sample."""
+        decoupled model times then decide where the model is evaluated (`_model_sigma`). With final_sigmas_type="zero"
+        a schedule that stops at sigma_min gets a last step to 0 here, at one more evaluation, so that the pipeline
+        ends with a clean sample (learn it with `to_zero=True` to spend exactly its NFE)."""
         stored = load_sigmas_file(path)
         if isinstance(stored, LearnedSchedule):
             stored.check_solver(self.solver, self._options)
             sigmas, model_sigmas = list(stored.sigma_list), list(stored.model_sigma_list)
-            if sigmas[-1] != 0.0:
+            if sigmas[-1] != 0.0 and config_to_zero:
                 sigmas, model_sigmas = [*sigmas, 0.0], [*model_sigmas, 0.0]
             self._model_times = ModelTimes(sigmas, model_sigmas)
             stored = sigmas
-        return grid_from_sigmas(self._table, stored, "sigmas_file")
+        return grid_from_sigmas(self._table, stored, "sigmas_file", config_to_zero)
 
     def _model_sigma(self, sigma: float) -> float:
         """Where the model is evaluated for a solver request at `sigma`: sigma itself, or its decoupled model time when
@@ -251,7 +308,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
     # ---- diffusers' scheduler interface
 
     def __len__(self) -> int:
-        return self.config.num_train_timesteps
+        return self._table.num_train_timesteps
 
     @property
     def step_index(self) -> int | None:
@@ -288,31 +345,23 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         if len(given) != 1 and not (given == [] and self._learned is not None):
             raise ValueError(f"pass exactly one of num_inference_steps, timesteps, sigmas; got {given or 'none'}")
         self._run_on_learned_grid = sigmas is None and timesteps is None and self._learned is not None
+        to_zero = self.config.final_sigmas_type == "zero"
         if sigmas is not None:
-            grid = grid_from_sigmas(self._table, sigmas)
+            grid = grid_from_sigmas(self._table, sigmas, to_zero=to_zero)
         elif timesteps is not None:
-            grid = grid_from_timesteps(self._table, timesteps)
+            grid = grid_from_timesteps(self._table, timesteps, to_zero)
         elif self._learned is not None:
             steps = len(self._learned) - 1
             if num_inference_steps not in (None, steps):
                 raise ValueError(
                     f"sigmas_file holds a schedule of {steps} steps; run with num_inference_steps={steps}, "
-                    f"got {num_inference_steps}"
+                    f"got {num_inference_steps} (set_timesteps() without a count takes the schedule's)"
                 )
             grid = self._learned
         else:
-            c = self.config
-            grid = schedule_grid(
-                self._table,
-                num_inference_steps,
-                self._schedule,
-                timestep_spacing=c.timestep_spacing,
-                steps_offset=c.steps_offset,
-                rho=c.rho,
-                sigma_min=c.sigma_min,
-                sigma_max=c.sigma_max,
-            )
-        plan = evaluation_plan(self.solver, self._options, grid)
+            grid = self._scheduled_grid(num_inference_steps, to_zero)
+        fresh = self._history_resets(grid)
+        plan = evaluation_plan(self.solver, self._options, grid, fresh)
         if plan.max_per_step > self.order:
             raise RuntimeError(
                 f"{type(self).__name__}.order = {self.order} but {self.solver!r} evaluates {plan.max_per_step} times in a step"
@@ -326,12 +375,56 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         t = self._table.timesteps_of(model_sigmas).astype(np.float32)
         self._timesteps_host = t
         self.timesteps = torch.from_numpy(t).to(device)
-        self.sigmas = torch.tensor([*model_sigmas, 0.0], dtype=torch.float32)
+        self.sigmas = torch.tensor([*model_sigmas, grid[-1]], dtype=torch.float32)
         self.solver_sigmas = torch.tensor(grid, dtype=torch.float64)
         self.num_inference_steps = len(grid) - 1
         self._plan = plan
+        self._fresh_steps = fresh
         self._begin_index = None
         self._reset_run()
+
+    def _scheduled_grid(self, n: int, to_zero: bool) -> list[float]:
+        """The grid of n steps of the configured schedule. Where a solver's stage lies past its step's end (srk_dp
+        on a step with h = log(sigma/sigma') > 1) and so below the table on the grid's last steps, the low end of a
+        grid chosen here is raised until every evaluation lies in the table: the schedule's sigma_min (bisection in
+        log sigma), or for schedule="discrete" the last positive level. An explicit sigma_min is kept (and raises)."""
+        c = self.config
+
+        def scheduled(sigma_min):
+            return schedule_grid(
+                self._table,
+                n,
+                self._schedule,
+                timestep_spacing=c.timestep_spacing,
+                steps_offset=c.steps_offset,
+                rho=c.rho,
+                sigma_min=sigma_min,
+                sigma_max=c.sigma_max,
+                to_zero=to_zero,
+            )
+
+        grid = scheduled(c.sigma_min)
+        if c.sigma_min is not None or self._fits(grid):
+            return grid
+        if self._schedule != "discrete":
+            make, low, high = scheduled, self._table.sigma_min, (c.sigma_max or self._table.sigma_max)
+        elif to_zero and len(grid) >= 3:
+            head = grid[:-2]
+            make, low, high = (lambda s: [*head, s, 0.0]), grid[-2], grid[-3]
+        else:
+            return grid  # set_timesteps names the evaluation out of range
+        if not self._fits(make(low ** 1e-3 * high ** (1 - 1e-3))):
+            return grid
+        lo, hi = 0.0, 1.0 - 1e-3  # the fraction of the way from low to high in log sigma
+        for _ in range(_LOW_END_STEPS):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if self._fits(make(low ** (1 - mid) * high**mid)) else (mid, hi)
+        return make(low ** (1 - hi) * high**hi)
+
+    def _fits(self, grid: list[float]) -> bool:
+        """Whether every evaluation of the solver on `grid` lies in the table's range."""
+        sigmas = evaluation_plan(self.solver, self._options, grid, self._history_resets(grid)).sigmas
+        return min(s for s in sigmas if s > 0) >= self._table.sigma_min * (1 - 1e-6)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
         """The identity: the model sees the pipeline's VP sample as it is."""
@@ -366,10 +459,11 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             if run.at_step_start:
                 run.restart_step(x)  # and a step not yet begun starts again from it; inside a step the run keeps its state
         estimate = denoised(self._mean_output(model_output, sample), x, model_sigma, self.config.prediction_type)
+        estimate = self._limit.apply(estimate)
         run.answer(estimate)
         self._step_index += 1
         if run.done:
-            prev_sample = run.result.to(sample.dtype)
+            prev_sample = to_vp(run.result, run.ctx.sigmas[-1], sample.dtype)
         else:
             prev_sample = to_vp(run.request.x, self._model_sigma(run.request.sigma), sample.dtype)
         self._returned = prev_sample
@@ -435,14 +529,18 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             backend=self.config.backend,
         )
         self._step_index = first
-        return SolverRun(solver, ctx, to_ve(sample, grid[0], work))
+        offset = self._plan.steps[first]  # the run's step 0 is the plan's step `offset`
+        fresh = frozenset(i - offset for i in self._fresh_steps if i >= offset)
+        return SolverRun(solver, ctx, to_ve(sample, grid[0], work), fresh, lambda: make_solver(self.solver, **self._options))
 
     def _starts_there(self, grid: list[float], first: int) -> bool:
         """Whether a fresh run on `grid` evaluates where the planned run does from evaluation `first` on."""
         if any(b >= a for a, b in zip(grid, grid[1:], strict=False)):
             return False
         planned = self._plan.sigmas[first:]
-        sigmas = evaluation_plan(self.solver, self._options, grid).sigmas
+        offset = self._plan.steps[first]
+        fresh = frozenset(i - offset for i in self._fresh_steps if i >= offset)
+        sigmas = evaluation_plan(self.solver, self._options, grid, fresh).sigmas
         return len(sigmas) == len(planned) and np.allclose(sigmas, planned, rtol=1e-12, atol=0)
 
     def _mean_output(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
@@ -488,9 +586,52 @@ class SRKDPScheduler(FastdiffScheduler):
 
 
 class DPMpp2MScheduler(FastdiffScheduler):
-    """DPM-Solver++(2M) (`dpmpp_2m`); with the same config it matches DPMSolverMultistepScheduler(solver_order=2)."""
+    """DPM-Solver++(2M) (`dpmpp_2m`), DPMSolverMultistepScheduler's algorithm: with the same config it gives the same
+    samples (float32 rounding). It also takes DPMSolverMultistepScheduler's solver keys:
+    `solver_order` 2, or 1 (every step first order, x' = (sigma'/sigma) x + (1 - e^{-h}) D: DDIM);
+    `lower_order_final` (the last step is first order when the run has fewer than 15 steps) and `euler_at_final` (the
+    last step is first order), which matter with final_sigmas_type="sigma_min" (a step to 0 is x' = D anyway);
+    `algorithm_type` "dpmsolver++" ("deis" is read as it, as diffusers does); `solver_type` "midpoint" ("logrho", "bh1",
+    "bh2" are read as it). Other values (solver_order 3, the noise-prediction or SDE algorithms, solver_type "heun")
+    are refused by name; DPMpp2MSDEScheduler is "sde-dpmsolver++"."""
 
     solver = "dpmpp_2m"
+    extra_config = {
+        "solver_order": 2,
+        "algorithm_type": "dpmsolver++",
+        "solver_type": "midpoint",
+        "lower_order_final": True,
+        "euler_at_final": False,
+    }
+    _ALIASES: ClassVar[dict] = {
+        "algorithm_type": {"deis": "dpmsolver++"},
+        "solver_type": {"logrho": "midpoint", "bh1": "midpoint", "bh2": "midpoint"},
+    }
+    _ACCEPTED: ClassVar[dict] = {"solver_order": (1, 2), "algorithm_type": ("dpmsolver++",), "solver_type": ("midpoint",)}
+
+    def _configure_extra(self, config: dict) -> None:
+        for name, aliases in self._ALIASES.items():
+            if config[name] in aliases:
+                config[name] = aliases[config[name]]
+                self.register_to_config(**{name: config[name]})
+        for name, accepted in self._ACCEPTED.items():
+            value = config[name]
+            if isinstance(value, bool) or value not in accepted:
+                hint = "; DPMpp2MSDEScheduler runs 'sde-dpmsolver++'" if name == "algorithm_type" else ""
+                raise ValueError(f"DPMpp2MScheduler implements {name} in {accepted}, got {value!r}{hint}")
+        for name in ("lower_order_final", "euler_at_final"):
+            if not isinstance(config[name], bool):
+                raise TypeError(f"{name} must be a bool, got {config[name]!r}")
+
+    def _history_resets(self, grid: list[float]) -> frozenset[int]:
+        """diffusers' rule: every step with solver_order=1; else the last one when it ends above 0 and euler_at_final,
+        or lower_order_final with fewer than 15 steps."""
+        n, c = len(grid) - 1, self.config
+        if c.solver_order == 1:
+            return frozenset(range(n))
+        if grid[-1] > 0 and (c.euler_at_final or (c.lower_order_final and n < 15)):
+            return frozenset({n - 1})
+        return frozenset()
 
 
 class DPMpp2MSDEScheduler(FastdiffScheduler):

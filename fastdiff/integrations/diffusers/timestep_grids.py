@@ -10,6 +10,11 @@ Where the grid comes from:
 - `schedule="learned"`: the sigmas stored in `sigmas_file`; an LD3 schedule file (`fastdiff.ld3.LearnedSchedule.save`)
   also brings its decoupled model times, and must have been learned for the scheduler's solver;
 - or explicit `sigmas` / `timesteps` handed to `set_timesteps`.
+
+The grid's last level follows diffusers' `final_sigmas_type`: "zero" (default) ends with a step to 0, the denoising
+step x = D; "sigma_min" stops there instead: a discrete or `timesteps` grid of n steps then ends at the table's
+sigma_min (diffusers' last level), as does a named schedule (its n levels, then the table's sigma_min unless they
+end there already, as DPMSolverMultistepScheduler does), and given sigmas stop at their last entry.
 """
 
 from __future__ import annotations
@@ -55,10 +60,6 @@ def spaced_timesteps(n: int, num_train_timesteps: int, spacing: str, steps_offse
     return t
 
 
-def _with_zero(levels: Sequence[float]) -> list[float]:
-    return [float(s) for s in levels] + [0.0]
-
-
 def schedule_grid(
     table: VPTable,
     n: int,
@@ -69,12 +70,31 @@ def schedule_grid(
     rho: float = 7.0,
     sigma_min: float | None = None,
     sigma_max: float | None = None,
+    to_zero: bool = True,
 ) -> list[float]:
-    """The grid of n steps of a named schedule (not "learned"), as host floats ending in 0."""
+    """The grid of a named schedule (not "learned"): its n levels as host floats, then 0 when `to_zero`, else the
+    table's sigma_min unless the levels end there already."""
     check_positive_int(n, "num_inference_steps")
+    levels = _schedule_levels(table, n, schedule, timestep_spacing, steps_offset, rho, sigma_min, sigma_max)
+    if to_zero:
+        return [*levels, 0.0]
+    return levels if levels[-1] <= table.sigma_min * (1 + 1e-9) else [*levels, table.sigma_min]
+
+
+def _schedule_levels(
+    table: VPTable,
+    n: int,
+    schedule: str,
+    timestep_spacing: str,
+    steps_offset: int,
+    rho: float,
+    sigma_min: float | None,
+    sigma_max: float | None,
+) -> list[float]:
+    """The n positive levels of a named schedule, decreasing."""
     if schedule == "discrete":
         t = spaced_timesteps(n, table.num_train_timesteps, timestep_spacing, steps_offset)
-        return _with_zero(table.sigmas[torch.from_numpy(t.copy())].tolist())
+        return table.sigmas[torch.from_numpy(t.copy())].tolist()
     smin = table.sigma_min if sigma_min is None else float(sigma_min)
     smax = table.sigma_max if sigma_max is None else float(sigma_max)
     if schedule in _TIME_POWERS:
@@ -82,34 +102,38 @@ def schedule_grid(
         t_max, t_min = table.timesteps_of([smax, smin])
         ramp = np.linspace(0.0, 1.0, n)
         t = (t_max ** (1 / power) + ramp * (t_min ** (1 / power) - t_max ** (1 / power))) ** power
-        return _with_zero(table.sigmas_at(torch.from_numpy(t)).tolist())
+        return table.sigmas_at(torch.from_numpy(t)).tolist()
     if schedule in ("karras", "logsnr", "exponential"):
-        return get_sigmas(schedule, n, smin, smax, rho=rho).tolist()
+        return get_sigmas(schedule, n, smin, smax, rho=rho).tolist()[:-1]
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
-def grid_from_sigmas(table: VPTable, sigmas: object, name: str = "sigmas") -> list[float]:
-    """A user's decreasing sigmas (VE, diffusers' `sigmas` argument); a final 0 is appended when missing."""
+def grid_from_sigmas(table: VPTable, sigmas: object, name: str = "sigmas", to_zero: bool = True) -> list[float]:
+    """A user's decreasing sigmas (VE, diffusers' `sigmas` argument); a final 0 is appended when missing and `to_zero`."""
     if isinstance(sigmas, torch.Tensor):
         sigmas = sigmas.detach().to("cpu", torch.float64).reshape(-1).tolist()
     elif isinstance(sigmas, np.ndarray):
         sigmas = sigmas.astype(np.float64).reshape(-1).tolist()
-    if isinstance(sigmas, Sequence) and not isinstance(sigmas, str) and len(sigmas) > 0 and sigmas[-1] != 0:
+    if to_zero and isinstance(sigmas, Sequence) and not isinstance(sigmas, str) and len(sigmas) > 0 and sigmas[-1] != 0:
         sigmas = [*sigmas, 0.0]
     grid = check_sigmas(sigmas, torch.device("cpu"), name).tolist()
     table.check_sigma_range(grid, name)
     return grid
 
 
-def grid_from_timesteps(table: VPTable, timesteps: object) -> list[float]:
-    """Grid points at given (possibly fractional) training timesteps, decreasing, then 0."""
+def grid_from_timesteps(table: VPTable, timesteps: object, to_zero: bool = True) -> list[float]:
+    """Grid points at given (possibly fractional) training timesteps, decreasing, then 0 (or, not `to_zero`, the
+    table's sigma_min unless the last timestep is 0)."""
     t = torch.as_tensor(np.asarray(timesteps, dtype=np.float64)).reshape(-1)
     last = table.num_train_timesteps - 1
     if t.numel() < 1 or not bool(torch.isfinite(t).all()) or not bool(((t >= 0) & (t <= last)).all()):
         raise ValueError(f"timesteps must be finite numbers in [0, {last}], got {t.tolist()}")
     if not bool((t[1:] < t[:-1]).all()):
         raise ValueError(f"timesteps must be strictly decreasing, got {t.tolist()}")
-    return _with_zero(table.sigmas_at(t).tolist())
+    levels = table.sigmas_at(t).tolist()
+    if to_zero:
+        return [*levels, 0.0]
+    return levels if t[-1] == 0 else [*levels, table.sigma_min]
 
 
 def load_sigmas_file(path: str | os.PathLike) -> list[float] | LearnedSchedule:

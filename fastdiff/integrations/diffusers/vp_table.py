@@ -50,16 +50,14 @@ def training_betas(
     trained_betas: Sequence[float] | np.ndarray | None = None,
     rescale_betas_zero_snr: bool = False,
 ) -> torch.Tensor:
-    """The float32 betas of a diffusers config (`trained_betas` wins over `beta_schedule`)."""
-    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
-        raise ValueError(f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
+    """The float32 betas of a diffusers config. `trained_betas` wins over `beta_schedule` and, as in diffusers, its
+    length is the table's: num_train_timesteps is then not used."""
     if trained_betas is not None:
         betas = torch.tensor(np.asarray(trained_betas, dtype=np.float64), dtype=torch.float32)
-        if betas.shape != (num_train_timesteps,):
-            raise ValueError(
-                f"trained_betas must be a list of num_train_timesteps={num_train_timesteps} numbers, "
-                f"got shape {tuple(betas.shape)}"
-            )
+        if betas.ndim != 1 or betas.shape[0] < 2:
+            raise ValueError(f"trained_betas must be a 1-D list of at least 2 numbers, got shape {tuple(betas.shape)}")
+    elif isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
+        raise ValueError(f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
     elif beta_schedule == "linear":
         betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
     elif beta_schedule == "scaled_linear":
