@@ -210,11 +210,17 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     try:
         trainer = _tiny_trainer("cdm", batch=16, steps=20)
         trainer.train(progress=False)
+        trainer.save(os.path.join(out_dir, "ddp.pt"))
+        try:  # another run's file: rank 0 refuses, and every rank learns that it did instead of waiting forever
+            trainer.save(os.path.join(out_dir, "foreign.pt"))
+            refused = None
+        except (FileExistsError, RuntimeError) as err:
+            refused = type(err).__name__
         gm = toy_mixture()
         samples = sample_distributed(gm.denoiser, (2,), 7, [80.0, 5.0, 1.0, 0.1, 0.0], "euler_maruyama", seed=11,
                                      dtype=torch.float64)
         torch.save({"log": trainer.log, "params": [p.detach() for p in trainer.model.parameters()],
-                    "grads": [p.grad for p in trainer.model.parameters()], "samples": samples},
+                    "grads": [p.grad for p in trainer.model.parameters()], "samples": samples, "refused": refused},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -222,13 +228,18 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 def test_two_gloo_ranks_train_and_sample_like_one_process_with_the_doubled_batch(tmp_path):
     """2 ranks x batch 8 see the data and noise of 1 rank x batch 16; DDP averages the gradients, so the loss curves,
-    the last step's gradients (which would be 2x if DDP summed them) and the weights agree to float tolerance."""
+    the last step's gradients (which would be 2x if DDP summed them) and the weights agree to float tolerance. Rank 0
+    writes the checkpoint, and a refused save raises on every rank."""
+    (tmp_path / "foreign.pt").write_bytes(b"another run")
     workers = mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
     single = _tiny_trainer("cdm", batch=16, steps=20)  # meanwhile, the single-process run with the doubled batch
     single.train(progress=False)
     while not workers.join():
         pass
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert [ranks[0]["refused"], ranks[1]["refused"]] == ["FileExistsError", "RuntimeError"]
+    assert (tmp_path / "foreign.pt").read_bytes() == b"another run"
+    assert torch.load(tmp_path / "ddp.pt", weights_only=True)["log"] == ranks[0]["log"]
     ddp_loss = [row["loss"] for row in ranks[0]["log"]]
     one_loss = [row["loss"] for row in single.log]
     np.testing.assert_allclose(ddp_loss, one_loss, rtol=1e-4, atol=1e-6)

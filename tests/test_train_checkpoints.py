@@ -30,6 +30,12 @@ from fastdiff.train.tdc.cli import add_subcommand as add_tdc
 DATA = MixtureData(toy_mixture())
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Run in the test's folder, so that a default output folder can never land in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _trainer(steps: int = 3, lr: float = 1e-2, loss: str = "dsm") -> Trainer:
     torch.manual_seed(0)
     config = TrainConfig(steps=steps, batch_size=8, lr=lr, loss=loss, ema_decay=0.9, seed=1)
