@@ -281,6 +281,18 @@ def test_trainer_resume_applies_changes_and_records_them(tmp_path):
         Trainer.resume(tmp_path / "c.pt", DATA, learning_rate=1e-3)
 
 
+def test_cli_keeps_checkpoint_and_log_when_sampling_fails(tmp_path, monkeypatch):
+    import fastdiff.train.cli as cli
+
+    def failing_samples(*args, **kwargs):
+        raise RuntimeError("sampling failed")
+
+    monkeypatch.setattr(cli, "_samples", failing_samples)
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        _run(["train", "--steps", "2", "--out", str(tmp_path / "run"), *QUICK])
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "losses.csv"]
+
+
 # ----------------------------------------------------------------------------------------------- failed saves
 def _failing_save(obj, f, *args, **kwargs):
     with open(f, "wb") as handle:
@@ -320,6 +332,8 @@ def test_save_grouped_refuses_to_overwrite_and_cleans_up_a_failed_write(tmp_path
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grouped.pt"] and path.read_bytes() == before
     save_grouped(_grouped(), path, overwrite=True)
+    save_grouped(_grouped(), tmp_path / "new" / "folder" / "grouped.pt")  # a missing folder is created
+    assert next(load_grouped(path, map_location="meta").parameters()).device.type == "meta"
     loaded = load_grouped(path)
     x = torch.randn(3, 2)
     torch.testing.assert_close(loaded(x, torch.tensor([0.01, 0.5, 10.0])), _grouped()(x, torch.tensor([0.01, 0.5, 10.0])))

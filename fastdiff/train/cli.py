@@ -210,9 +210,10 @@ def _train_and_write(args: argparse.Namespace, device: torch.device) -> None:
                          f"writing anything; {kept}") from None
     except OSError as err:
         raise SystemExit(f"train: {err}") from None
+    if rank == 0:
+        write_log(trainer.log, out / "losses.csv")  # before sampling, so that a failure there keeps the log
     samples = _samples(trainer.ema, preset, args.samples or n_samples, trainer.config.seed, device, progress)
     if rank == 0:
-        write_log(trainer.log, out / "losses.csv")
         written = ["checkpoint.pt", "losses.csv"] + (["samples.png"] if _plot(samples.cpu(), preset, out / "samples.png",
                                                                                data) else [])
         last = trainer.log[-1]["loss"] if trainer.log else float("nan")
