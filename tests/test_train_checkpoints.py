@@ -209,6 +209,13 @@ def test_unusable_checkpoints_name_the_file_and_the_problem(tmp_path, case):
     assert sorted(p.name for p in tmp_path.iterdir()) <= ["good.pt", f"{case}.pt"]  # nothing written
 
 
+def test_checkpoints_without_a_format_entry_still_load(tmp_path):
+    state = _state(tmp_path)
+    del state["format"]
+    torch.save(state, tmp_path / "older.pt")
+    assert Trainer.resume(tmp_path / "older.pt", DATA).step == 2
+
+
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"checkpoint '.*nope\.pt' does not exist"):
         Trainer.resume(tmp_path / "nope.pt", DATA)
