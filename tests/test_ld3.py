@@ -337,3 +337,137 @@ def test_cli_writes_table_png_and_schedule(tmp_path, capsys):
     assert (tmp_path / "ld3_euler_nfe4.png").stat().st_size > 0
     with pytest.raises(SystemExit):
         main(["ld3", "--solver", "srk"])
+
+
+# ---------------------------------------------------------------------------------------------
+# No invalid schedule, and no exception that throws away a finished training
+# ---------------------------------------------------------------------------------------------
+HUGE, TINY = 1e300, 1e-300
+F64 = {"dtype": torch.float64}
+
+
+def signs(n):
+    return (-1.0) ** torch.arange(n, **F64)
+
+
+def seeded(seed, n):
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed), **F64)
+
+
+XI_CASES = {
+    "init": lambda n: torch.ones(n, **F64),
+    "equal": lambda n: torch.full((n,), 7.0, **F64),
+    "tiny": lambda n: TINY * torch.arange(n, **F64),
+    "huge_alternating": lambda n: HUGE * signs(n),
+    "one_huge_gap": lambda n: torch.zeros(n, **F64).index_fill_(0, torch.tensor([2]), HUGE),
+    "one_empty_gap": lambda n: torch.zeros(n, **F64).index_fill_(0, torch.tensor([2]), -HUGE),
+    "huge_xi0": lambda n: torch.cat([torch.tensor([HUGE], **F64), seeded(3, n - 1)]),
+    "spread": lambda n: 60 * seeded(4, n),
+}
+XI_C_CASES = {
+    "zeros": lambda n: torch.zeros(n, **F64),
+    "towards_each_other": lambda n: HUGE * signs(n),  # neighbours clipped into the same gap
+    "away": lambda n: -HUGE * signs(n),
+    "all_up": lambda n: torch.full((n,), HUGE, **F64),
+    "all_down": lambda n: torch.full((n,), -HUGE, **F64),
+    "tiny": lambda n: torch.full((n,), TINY, **F64),
+}
+RANGES = [(SIGMA_MIN, SIGMA_MAX), (1e-5, 1e5), (1.0, 1.001), (1e-300, 1e300)]
+
+
+def schedule_of(grid: Discretization, sigmas: torch.Tensor, model_sigmas: torch.Tensor) -> LearnedSchedule:
+    steps = len(sigmas) - 1
+    return LearnedSchedule(
+        solver="euler",
+        solver_options={},
+        nfe=steps,
+        steps=steps,
+        evaluations=steps,
+        sigma_min=grid.sigma_min,
+        sigma_max=grid.sigma_max,
+        to_zero=grid.to_zero,
+        decoupled=grid.xi_c is not None,
+        sigma_list=tuple(sigmas.tolist()),
+        model_sigma_list=tuple(model_sigmas.tolist()),
+    )
+
+
+@pytest.mark.parametrize("sigma_range", RANGES, ids=lambda r: f"{r[0]:g}-{r[1]:g}")
+@pytest.mark.parametrize("xi_c", XI_C_CASES)
+@pytest.mark.parametrize("xi", XI_CASES)
+def test_any_parameters_give_a_valid_schedule(xi, xi_c, sigma_range):
+    """Adversarial raw parameters (huge, tiny, equal; the model-time offsets of neighbours pushed into each other at
+    the largest clip 1/2) still give strictly decreasing float64 grids and model times that `LearnedSchedule`
+    accepts, also after `project_`, and finite gradients."""
+    lo, hi = sigma_range
+    for levels, clip, to_zero in ((7, 0.5, False), (12, 0.5, True), (5, 0.3, False), (3, 0.5, False)):
+        grid = Discretization(levels, lo, hi, decoupled=True, clip=clip, to_zero=to_zero)
+        with torch.no_grad():
+            grid.xi.copy_(XI_CASES[xi](levels))
+            grid.xi_c.copy_(XI_C_CASES[xi_c](levels))
+        for _ in range(2):
+            sigmas, model_sigmas = grid()
+            for s in (sigmas, model_sigmas):
+                assert bool(torch.isfinite(s).all()) and bool((s.diff() < 0).all()), (levels, s.tolist())
+                assert s[0].item() == hi and s[-2 if to_zero else -1].item() == lo
+            schedule_of(grid, sigmas, model_sigmas)  # raises unless valid
+            grid.project_()
+        sigmas, model_sigmas = grid()
+        (model_sigmas[:-1].log().sum() + sigmas[:-1].log().sum()).backward()
+        assert bool(torch.isfinite(grid.xi.grad).all()) and bool(torch.isfinite(grid.xi_c.grad).all())
+
+
+def test_model_times_clipped_towards_each_other_stay_apart_but_close():
+    """At clip 1/2 two neighbours pushed into the same gap meet in the middle up to delta / 2 = 2^-33 in lambda:
+    distinct, ordered, and within 1e-9 of the midpoint (the optimum such a loss asks for)."""
+    grid = Discretization(7, SIGMA_MIN, SIGMA_MAX, decoupled=True)
+    with torch.no_grad():
+        grid.xi_c.copy_(torch.tensor([0.0, 0.0, 5.0, -5.0, 0.0, 0.0, 0.0]))
+    with torch.no_grad():
+        sigmas, model_sigmas = grid()
+    lam, model_lam = -sigmas.log(), -model_sigmas.log()
+    middle = (lam[2] + lam[3]) / 2
+    assert model_lam[2] < model_lam[3]
+    assert abs(float(model_lam[2] - middle)) < 1e-9 and abs(float(model_lam[3] - middle)) < 1e-9
+    assert float(model_lam[3] - model_lam[2]) >= 2.0**-33 * -math.log(SIGMA_MIN) * 0.99
+
+
+def test_parameterization_start_grid_and_bad_arguments():
+    from fastdiff.ld3.baselines import HAND_DESIGNED, hand_designed_grid
+
+    for kind in HAND_DESIGNED:
+        want = hand_designed_grid(kind, 7, SIGMA_MIN, SIGMA_MAX, False)
+        grid = Discretization(7, SIGMA_MIN, SIGMA_MAX, decoupled=True)
+        grid.start_from(want)
+        torch.testing.assert_close(grid()[0], torch.tensor(want, dtype=torch.float64), rtol=1e-14, atol=0.0)
+    with pytest.raises(ValueError, match="too narrow for 7 distinct levels"):
+        Discretization(7, 1.0, 1.0 + 1e-12, decoupled=True)
+    for clip in (0.0, 0.6, float("nan"), True):
+        with pytest.raises(ValueError, match="model_time_clip"):
+            Discretization(7, SIGMA_MIN, SIGMA_MAX, decoupled=True, clip=clip)
+    for lo, hi in ((0.0, 1.0), (2.0, 1.0), (float("nan"), 1.0), (1.0, float("inf"))):
+        with pytest.raises(ValueError, match="sigma_min"):
+            Discretization(7, lo, hi, decoupled=True)
+
+
+def mixture_2d():
+    from fastdiff.toy import GaussianMixture
+
+    means = [(-2.2, 1.0), (0.7, -1.8), (2.4, 2.0), (-0.5, 0.3)]
+    return GaussianMixture(means, [0.15, 0.35, 0.25, 0.1], [0.25, 0.25, 0.3, 0.2])
+
+
+def test_learned_model_times_that_met_are_a_valid_schedule(tmp_path):
+    """Regression: dpmpp_2m at NFE 6 on a 2-D four-mode mixture drove two neighbouring model times into the same gap
+    from both sides; they tied in float64 and the finished training ended in "model_sigmas must be strictly
+    decreasing" (60 epochs are enough to get there)."""
+    gm = mixture_2d()
+    schedule = learn_sigmas(
+        gm.denoiser, "dpmpp_2m", 6, shape=(2,), teacher_solver="heun", teacher_nfe=400, max_epochs=60, progress=False
+    )
+    model = schedule.model_sigma_list
+    assert all(b < a for a, b in zip(model[:-1], model[1:]))
+    gaps = [math.log(a / b) for a, b in zip(model[:-1], model[1:])]
+    assert min(gaps) < 1e-6  # the model times really met (up to the floor): this is the case that crashed
+    schedule.save(tmp_path / "s.json")
+    assert LearnedSchedule.load(tmp_path / "s.json") == schedule
