@@ -471,3 +471,118 @@ def test_learned_model_times_that_met_are_a_valid_schedule(tmp_path):
     assert min(gaps) < 1e-6  # the model times really met (up to the floor): this is the case that crashed
     schedule.save(tmp_path / "s.json")
     assert LearnedSchedule.load(tmp_path / "s.json") == schedule
+
+
+@pytest.mark.parametrize("where", ["train", "val"])
+def test_late_non_finite_loss_returns_the_best_grid_so_far(target, tmp_path, where):
+    """A non-finite loss after an epoch has improved on the start ends training with a warning, not an exception:
+    the best grid so far is returned (and can be saved). In the training solve the sigma requires grad; the
+    validation solves run without autograd (with radius 0 there are no other solves)."""
+    gm = target[0]
+    calls = {"train": 0, "val": 0}
+    poison_after = {"train": 2 * 5 * 4, "val": 4 * 4 + 2 * 4}[where]  # epochs x 5 batches x 4 steps; 4 start grids
+
+    def flaky(x, sigma):
+        kind = "train" if torch.is_grad_enabled() else "val"
+        calls[kind] += 1
+        out = gm.denoiser(x, sigma)
+        return out * float("nan") if kind == where and calls[kind] > poison_after else out
+
+    with pytest.warns(RuntimeWarning, match=f"non-finite {'training' if where == 'train' else 'validation'} loss"):
+        schedule = learn_sigmas(
+            flaky, "dpmpp_2m", 4, shape=(1,), teacher_solver=gm.ode_solution, sigma_grad="autograd", radius=0.0, **FAST
+        )
+    assert schedule.config["best_epoch"] == 1 and "epoch 2" in schedule.config["stop_reason"]  # val improves in epoch 1
+    assert schedule.config["epochs"] == 2 and all(math.isfinite(v) for v in schedule.loss_history["val"])
+    assert schedule.config["best_val"] < max(v for v in schedule.config["start_val"].values())
+    schedule.save(tmp_path / "s.json")
+
+
+def test_non_finite_start_grid_is_saved_as_null(target, tmp_path):
+    """One starting grid with a NaN validation loss: the others are used, and the file records that one as null
+    (JSON has no NaN; before, `save` raised after the training)."""
+    from fastdiff.ld3.baselines import hand_designed_grid
+
+    gm = target[0]
+    karras_level = hand_designed_grid("karras", 5, SIGMA_MIN, SIGMA_MAX, False)[1]
+
+    def nan_at_one_level(x, sigma):
+        out = gm.denoiser(x, sigma)
+        near = not torch.is_grad_enabled() and math.isclose(float(sigma[0]), karras_level, rel_tol=1e-9)
+        return out * float("nan") if near else out
+
+    schedule = learn_sigmas(
+        nan_at_one_level, "euler", 4, shape=(1,), teacher_solver=gm.ode_solution, sigma_grad="autograd", max_epochs=1
+    )
+    assert schedule.config["start_val"]["karras"] is None and schedule.config["init"] != "karras"
+    schedule.save(tmp_path / "s.json")
+    assert LearnedSchedule.load(tmp_path / "s.json").config["start_val"]["karras"] is None
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"sigma_min": float("nan")}, ValueError, "sigma_min must be a positive finite"),
+        ({"sigma_min": -0.1}, ValueError, "sigma_min must be a positive finite"),
+        ({"sigma_max": float("inf")}, ValueError, "sigma_max must be a positive finite"),
+        ({"sigma_max": SIGMA_MIN}, ValueError, "sigma_min must be < sigma_max"),
+        ({"sigma_min": 1.0, "sigma_max": 1.0 + 1e-12}, ValueError, "too narrow"),
+        ({"lr": 0.0}, ValueError, "lr must be a positive finite"),
+        ({"lr": float("nan")}, ValueError, "lr must be a positive finite"),
+        ({"lr_model_time": float("inf")}, ValueError, "lr_model_time must be a positive finite"),
+        ({"grad_clip": -1.0}, ValueError, "grad_clip must be a positive finite"),
+        ({"n_samples": 0}, ValueError, "n_samples must be >= 1"),
+        ({"n_val": 0}, ValueError, "n_val must be >= 1"),
+        ({"batch_size": 2.5}, TypeError, "batch_size must be an int"),
+        ({"model_time_clip": 0.75}, ValueError, "model_time_clip"),
+        ({"model_time_clip": float("nan")}, ValueError, "model_time_clip"),
+        ({"teacher_solver": "heun", "teacher_nfe": 1}, ValueError, "teacher_nfe=1 does not fit teacher_solver 'heun'"),
+        ({"teacher_solver": "srk"}, ValueError, "teacher_solver must be an ODE solver"),
+        ({"teacher_solver": 3}, TypeError, "teacher_solver must be a solver name"),
+        ({"seed": -1}, ValueError, "seed must be an int"),
+        ({"seed": 1.5}, ValueError, "seed must be an int"),
+        ({"dtype": torch.int64}, TypeError, "dtype must be a floating"),
+    ],
+)
+def test_bad_options_raise_before_any_work(options, error, match):
+    """Out-of-range options are refused, naming the argument, before the denoiser or the teacher runs."""
+
+    def untouchable(*args):
+        raise AssertionError("the denoiser or teacher ran before the options were checked")
+
+    options = {"teacher_solver": untouchable, **options}
+    with pytest.raises(error, match=match):
+        learn_sigmas(untouchable, "euler", 4, shape=(1,), progress=False, **options)
+
+
+def cli_args(tmp_path, *extra):
+    base = ["ld3", "--solver", "euler", "--nfe", "4", "--samples", "20", "--eval-samples", "200", "--epochs", "1"]
+    return [*base, "--plot-dir", str(tmp_path / "plots"), "--no-progress", *extra]
+
+
+def test_cli_says_when_it_replaces_a_schedule(tmp_path, capsys):
+    from fastdiff.__main__ import main
+
+    out = tmp_path / "schedule.json"
+    out.write_text("an older schedule")
+    main(cli_args(tmp_path, "--out", str(out)))
+    text = capsys.readouterr().out
+    assert f"note: {out} exists and will be replaced" in text and "(replaced the existing file)" in text
+    assert text.index("will be replaced") < text.index("trained in")
+    assert LearnedSchedule.load(out).solver == "euler"
+
+
+@pytest.mark.parametrize("bad", ["out_is_dir", "out_dir_missing", "plot_dir_is_file"])
+def test_cli_refuses_unwritable_outputs_before_training(tmp_path, capsys, bad):
+    from fastdiff.__main__ import main
+
+    (tmp_path / "a_file").write_text("")
+    extra = {
+        "out_is_dir": ["--out", str(tmp_path)],
+        "out_dir_missing": ["--out", str(tmp_path / "missing" / "s.json")],
+        "plot_dir_is_file": ["--plot-dir", str(tmp_path / "a_file" / "plots")],
+    }[bad]
+    with pytest.raises(SystemExit):
+        main(cli_args(tmp_path, *extra))
+    captured = capsys.readouterr()
+    assert "trained in" not in captured.out and ("--out" in captured.err or "--plot-dir" in captured.err)

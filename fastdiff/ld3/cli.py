@@ -1,8 +1,13 @@
 """`python -m fastdiff ld3`: learn a grid on an exact Gaussian-mixture target, compare it with the hand-designed
-grids on held-out noise against the exact ODE solution, print the table and write a PNG (and the schedule)."""
+grids on held-out noise against the exact ODE solution, print the table and write a PNG (and the schedule).
+
+The output paths are checked before training, so that a finished training is not lost to an unwritable path; an
+existing schedule file is replaced, and the run says so before it starts and when it writes.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -24,6 +29,33 @@ def format_table(rows: list[GridError]) -> str:
     return "\n".join(lines)
 
 
+def _writable_dir(path: Path, name: str) -> None:
+    """Raise ValueError naming `name` unless `path` is, or can be created as, a writable directory."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{name} {str(path)!r}: {str(existing)!r} exists and is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {str(path)!r}: {str(existing)!r} is not writable")
+
+
+def check_outputs(out: str | None, plot_dir: str) -> bool:
+    """Check the output paths before any work; True when `out` exists (and will be replaced)."""
+    _writable_dir(Path(plot_dir), "--plot-dir")
+    if out is None:
+        return False
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out!r} is a directory; give a file name for the schedule")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out!r}: the directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"--out {out!r} is not writable")
+    return path.exists()
+
+
 def run_ld3(
     solver: str = "ipndm",
     nfe: int = 4,
@@ -41,12 +73,15 @@ def run_ld3(
     distance: str = "l2",
     progress: bool = True,
 ) -> tuple[LearnedSchedule, list[GridError]]:
+    replaces = check_outputs(out, plot_dir)
     gm = TARGETS[target]()
     sigma_min, sigma_max = 0.002, 80.0
     print(
         f"fastdiff ld3: {solver} at NFE {nfe} on {target} (d = {gm.dim}), sigma {sigma_min}..{sigma_max}, "
         f"teacher: {'exact ODE map' if teacher == 'exact' else f'{teacher} at NFE {teacher_nfe}'}"
     )
+    if replaces:
+        print(f"note: {out} exists and will be replaced by the learned schedule")
     start = time.perf_counter()
     schedule = learn_sigmas(
         gm.denoiser,
@@ -82,7 +117,7 @@ def run_ld3(
     print(f"learned / best hand-designed ({best.grid}) RMSE: {rows[0].rmse / best.rmse:.3f}")
     if out is not None:
         schedule.save(out)
-        print(f"schedule written to {out}")
+        print(f"schedule written to {out}" + (" (replaced the existing file)" if replaces else ""))
     path = plot_grids(schedule, rows, Path(plot_dir) / f"ld3_{solver}_nfe{nfe}.png")
     if path is not None:
         print(f"plot written to {path}")
