@@ -19,9 +19,7 @@ from fastdiff.ld3.solvers import learnable_solvers, resolve_solver, steps_for_nf
 Teacher = str | Callable[[torch.Tensor, float, float], torch.Tensor]
 
 
-def check_teacher(
-    teacher: Teacher, teacher_nfe: int, sigma_min: float, sigma_max: float, to_zero: bool
-) -> list[float] | None:
+def check_teacher(teacher: Teacher, teacher_nfe: int, sigma_min: float, sigma_max: float, to_zero: bool) -> list[float] | None:
     """The teacher's grid (None for a callable teacher); raises, naming teacher_solver or teacher_nfe, unless `teacher`
     is an ODE solver name that `teacher_nfe` evaluations can run for at least one step, or a callable."""
     if isinstance(teacher, str):
