@@ -15,12 +15,14 @@ install:
 
 install-test: install
 	$(PIP) install -q pytest pytest-benchmark scipy ruff scikit-learn
-	# k-diffusion is the reference the compatible samplers are tested against; its package
-	# metadata pulls torchvision, which breaks on a CPU torch, so install it without dependencies.
-	$(PIP) install -q --no-deps k-diffusion==0.1.1.post1 torchsde==0.2.6 torchdiffeq==0.2.5 trampoline==0.1.2
 	# diffusers: the schedulers' pipeline tests (it needs no torchvision). triton: the Triton kernels,
 	# tested on CPU through its interpreter; 3.6 is the oldest Triton the kernels support.
 	$(PIP) install -q diffusers==0.42.1 triton==3.6.0
+	# k-diffusion is the reference the compatible samplers are tested against; its package
+	# metadata pulls torchvision, which breaks on a CPU torch, so it is installed without dependencies,
+	# and last: a later install would print pip's resolver ERROR about its missing dependencies.
+	$(PIP) install -q --no-deps k-diffusion==0.1.1.post1 torchsde==0.2.6 torchdiffeq==0.2.5 trampoline==0.1.2
+	@echo "test tools installed (k-diffusion without its dependencies, on purpose: only its samplers are used)"
 
 demo: install
 	$(PYTHON) -m fastdiff demo

@@ -1,4 +1,4 @@
-"""Command line: `python -m fastdiff demo [--samples N] [--grid karras] [--out DIR]`,
+"""Command line: `python -m fastdiff demo [--samples N] [--grid recommended] [--out DIR]`,
 `python -m fastdiff ld3 [--solver ipndm] [--nfe 4] [--out schedule.json]`, `python -m fastdiff compose-demo`,
 `python -m fastdiff train [--preset toy|digits] [--loss dsm|cdm]` and `python -m fastdiff tdc [--preset toy|digits]`
 (`--help` on each)."""
@@ -26,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="every solver on an exact 2-D mixture: error table and plot")
     demo.add_argument("--samples", type=int, default=4000, help="samples per solver and budget (default 4000)")
     demo.add_argument("--nfe", type=_parse_budgets, default=(5, 10, 20, 50), help="comma-separated NFE budgets")
-    demo.add_argument("--grid", choices=sorted(GRIDS), default="karras", help="noise-level grid (default karras)")
+    demo.add_argument(
+        "--grid",
+        choices=["recommended", *sorted(GRIDS)],
+        default="recommended",
+        help="noise-level grid for every solver (default: each family's recommended grid, logsnr for SDE, karras for ODE)",
+    )
     demo.add_argument("--out", default="demo_output", help="folder for the PNG plots (default demo_output)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
