@@ -101,8 +101,6 @@ _SOLVER_OPTIONS = frozenset(
     for name in inspect.signature(rule.__init__).parameters
     if name != "self"
 )
-# a grid the scheduler builds may have its low end raised until every evaluation lies in the table (see set_timesteps)
-_LOW_END_STEPS = 48
 
 
 @dataclass
@@ -367,10 +365,10 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
                 f"{type(self).__name__}.order = {self.order} but {self.solver!r} evaluates {plan.max_per_step} times in a step"
             )
         model_sigmas = [self._model_sigma(s) for s in plan.sigmas]
+        # A stage below the table (srk_dp's lies past its step's end when h = log(sigma/sigma') > 1) is evaluated at
+        # timestep 0, the model's least noisy level, and D formed with the stage's own sigma; one above it is an error.
         self._table.check_sigma_range(
-            model_sigmas,
-            f"the evaluation sigmas of {self.solver!r} on this grid",
-            "; a stage may lie past its step's end: raise sigma_min or use another schedule",
+            [s for s in model_sigmas if s >= self._table.sigma_min], f"the evaluation sigmas of {self.solver!r} on this grid"
         )
         t = self._table.timesteps_of(model_sigmas).astype(np.float32)
         self._timesteps_host = t
@@ -384,47 +382,19 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         self._reset_run()
 
     def _scheduled_grid(self, n: int, to_zero: bool) -> list[float]:
-        """The grid of n steps of the configured schedule. Where a solver's stage lies past its step's end (srk_dp
-        on a step with h = log(sigma/sigma') > 1) and so below the table on the grid's last steps, the low end of a
-        grid chosen here is raised until every evaluation lies in the table: the schedule's sigma_min (bisection in
-        log sigma), or for schedule="discrete" the last positive level. An explicit sigma_min is kept (and raises)."""
+        """The grid of n steps of the configured schedule."""
         c = self.config
-
-        def scheduled(sigma_min):
-            return schedule_grid(
-                self._table,
-                n,
-                self._schedule,
-                timestep_spacing=c.timestep_spacing,
-                steps_offset=c.steps_offset,
-                rho=c.rho,
-                sigma_min=sigma_min,
-                sigma_max=c.sigma_max,
-                to_zero=to_zero,
-            )
-
-        grid = scheduled(c.sigma_min)
-        if c.sigma_min is not None or self._fits(grid):
-            return grid
-        if self._schedule != "discrete":
-            make, low, high = scheduled, self._table.sigma_min, (c.sigma_max or self._table.sigma_max)
-        elif to_zero and len(grid) >= 3:
-            head = grid[:-2]
-            make, low, high = (lambda s: [*head, s, 0.0]), grid[-2], grid[-3]
-        else:
-            return grid  # set_timesteps names the evaluation out of range
-        if not self._fits(make(low ** 1e-3 * high ** (1 - 1e-3))):
-            return grid
-        lo, hi = 0.0, 1.0 - 1e-3  # the fraction of the way from low to high in log sigma
-        for _ in range(_LOW_END_STEPS):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (lo, mid) if self._fits(make(low ** (1 - mid) * high**mid)) else (mid, hi)
-        return make(low ** (1 - hi) * high**hi)
-
-    def _fits(self, grid: list[float]) -> bool:
-        """Whether every evaluation of the solver on `grid` lies in the table's range."""
-        sigmas = evaluation_plan(self.solver, self._options, grid, self._history_resets(grid)).sigmas
-        return min(s for s in sigmas if s > 0) >= self._table.sigma_min * (1 - 1e-6)
+        return schedule_grid(
+            self._table,
+            n,
+            self._schedule,
+            timestep_spacing=c.timestep_spacing,
+            steps_offset=c.steps_offset,
+            rho=c.rho,
+            sigma_min=c.sigma_min,
+            sigma_max=c.sigma_max,
+            to_zero=to_zero,
+        )
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
         """The identity: the model sees the pipeline's VP sample as it is."""
