@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 NVCC ?= nvcc
 CUDA_ARCH ?= sm_90
 
-.PHONY: install install-test demo test bench lint cuda-check
+.PHONY: install install-test demo test bench lint cuda-check wheel-check
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
@@ -41,3 +41,13 @@ cuda-check:
 		echo "nvcc -c $$f"; \
 		$(NVCC) -c -std=c++17 -arch=$(CUDA_ARCH) "$$f" -o /tmp/fastdiff_$$(basename $$f .cu).o || exit 1; \
 	done
+
+# Users install wheels: build one, install it alone in a fresh virtual environment (with the same torch),
+# and import every package of the source tree from it, outside the checkout.
+WHEEL_DIR ?= /tmp/fastdiff_wheel
+wheel-check:
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(PIP) wheel -q --no-build-isolation --no-deps -w $(WHEEL_DIR)/dist .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/pip install -q "torch==$$($(PYTHON) -c 'import torch; print(torch.__version__.split("+")[0])')" $(WHEEL_DIR)/dist/fastdiff-*.whl diffusers==0.42.1
+	cd $(WHEEL_DIR) && $(WHEEL_DIR)/venv/bin/python $(CURDIR)/.ci/check_wheel.py $(CURDIR)
