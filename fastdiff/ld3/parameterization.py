@@ -1,11 +1,14 @@
 """LD3's grid parameterization (ALGORITHMS.md section 7; Tong et al. 2024, arXiv 2405.15506).
 
-With lambda = -log sigma, n levels and parameters xi (n, init ones): the m = n - 1 gaps of the grid in lambda are
-fractions q = softmax(xi_1..xi_{n-1}) of lambda_max - lambda_min (xi_0 cancels; this is c = cumsum(softmax(xi)),
-lambda_i = lambda_min + (c_i - c_0) / (c_{n-1} - c_0) (lambda_max - lambda_min) without the cancellation), with a
-floor: q' = f + (1 - m f) q, so that every gap is at least delta = 2^-32 max(1, |lambda_min|, |lambda_max|) (f = delta /
-range; a change below 1e-9 of any gap on usual ranges). The endpoints sigma_max and sigma_min are set exactly, not
-through exp(log). xi init ones is the grid uniform in lambda ("logsnr").
+With lambda = -log sigma, n levels and parameters xi (n, init ones):
+    c = cumsum(softmax(xi)),   lambda_i = lambda_min + (c_i - c_0) / (c_{n-1} - c_0) (lambda_max - lambda_min),
+monotone by construction, with the endpoints sigma_max and sigma_min fixed (set exactly, not through exp(log)).
+xi init ones is the grid uniform in lambda ("logsnr"). In float64 that formula can still make two levels equal (a
+gap underflows, or c_i - c_0 cancels when xi_0 dominates); wherever a gap falls below
+delta = 2^-32 max(1, |lambda_min|, |lambda_max|), the grid is the floored form instead: gap fractions
+q' = f + (1 - m f) softmax(xi_1..xi_{n-1}) (the same grid in exact arithmetic without the floor; xi_0 cancels), with
+m = n - 1 gaps and f = delta / (lambda_max - lambda_min), so that every gap is at least delta. The switch moves a
+grid by at most m delta, and the usual grids never reach it (they stay bit-identical to LD3's formula).
 
 Decoupled model time, xi_c (n, init zeros): the network sees lambda_i + clip(xi_c_i, +-b_i), endpoints masked, with
 b_i = min(w g_i, g_i / 2 - delta / 4) and g_i = min(lambda_i - lambda_{i-1}, lambda_{i+1} - lambda_i). The second term
@@ -53,22 +56,25 @@ class Discretization(torch.nn.Module):
 
     @torch.no_grad()
     def start_from(self, sigmas: list[float]) -> None:
-        """Set xi so that the grid equals `sigmas` (same levels and endpoints; a trailing 0 is ignored): softmax(xi)_j
-        for j >= 1 is the floor-corrected fraction of the lambda gaps, xi_0 (which cancels) their mean log."""
+        """Set xi so that the grid equals `sigmas` (same levels and endpoints; a trailing 0 is ignored):
+        softmax(xi)_j proportional to the lambda gaps for j >= 1, xi_0 (which cancels) their mean log."""
         positive = torch.tensor([s for s in sigmas if s > 0], dtype=torch.float64)
         if positive.numel() != self.xi.numel():
             raise ValueError(f"start grid must have {self.xi.numel()} positive levels, got {positive.numel()}")
-        gaps = (-positive.log()).diff()
-        m = gaps.numel()
-        q = (gaps / gaps.sum() - self.gap_floor) / (1.0 - m * self.gap_floor)
-        log_q = q.clamp_min(torch.finfo(torch.float64).tiny).log()
-        self.xi.copy_(torch.cat([log_q.mean().reshape(1), log_q]).to(self.xi))
+        log_gaps = (-positive.log()).diff().log()
+        self.xi.copy_(torch.cat([log_gaps.mean().reshape(1), log_gaps]).to(self.xi))
 
     def interior_lambdas(self) -> torch.Tensor:
+        """LD3's formula, or the floored form where one of its gaps would be below delta (see the module docstring)."""
+        span = self.lambda_max - self.lambda_min
+        c = torch.cumsum(torch.softmax(self.xi, dim=0), dim=0)
+        lam = self.lambda_min + (c[1:-1] - c[0]) / (c[-1] - c[0]) * span
+        ends = lam.new_tensor([self.lambda_min]), lam.new_tensor([self.lambda_max])
+        if bool(torch.cat([ends[0], lam.detach(), ends[1]]).diff().min() >= self.min_gap):  # False for NaN too
+            return lam
         m = self.xi.numel() - 1
         q = self.gap_floor + (1.0 - m * self.gap_floor) * torch.softmax(self.xi[1:], dim=0)
-        frac = torch.cumsum(q, dim=0)[:-1]
-        return self.lambda_min + frac * (self.lambda_max - self.lambda_min)
+        return self.lambda_min + torch.cumsum(q, dim=0)[:-1] * span
 
     def offset_bound(self, lam: torch.Tensor) -> torch.Tensor:
         """b_i = min(w g_i, g_i / 2 - delta / 4) for every interior level, g_i its smaller neighbouring gap (no
