@@ -16,7 +16,7 @@ from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.noise import CounterNoise, SamplerNoise, device_keys, sample_seeds
 from fastdiff.progress import progress_range
 from fastdiff.solvers import StepContext, make_solver, run_step
-from fastdiff.validation import check_flag, check_grid, check_sample
+from fastdiff.validation import check_flag, check_grid, check_progress, check_sample
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -50,13 +50,16 @@ class DenoiserCall:
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         sigma_dtype = x.dtype if x.dtype == torch.float64 else torch.float32
         sigma_batch = torch.full((x.shape[0],), sigma, dtype=sigma_dtype, device=x.device)
-        out = self.denoiser(x.to(self.model_dtype), sigma_batch, **self.extra_args)
+        model_input = x.to(self.model_dtype)
+        out = self.denoiser(model_input, sigma_batch, **self.extra_args)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"denoiser must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        if not out.dtype.is_floating_point:
+            raise TypeError(f"denoiser must return a floating-point tensor, got dtype {out.dtype}")
         self.nfe += 1
         if self.watch is not None:
-            self.watch.record(out, self.step, sigma, self.what)
+            self.watch.record(model_input, out, self.step, sigma, self.what)
         return out.to(x.dtype)
 
 
@@ -109,13 +112,14 @@ def sample(
         sigmas.check_solver(solver, solver_options)
         model_times = sigmas.model_times()
         sigmas = list(sigmas.sigma_list)
-    host_grid, grid = check_grid(sigmas, x.device)
+    work_dtype = state_dtype(x.dtype)
+    host_grid, grid = check_grid(sigmas, x.device, dtype=work_dtype)
+    check_progress(progress)
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable with a dict, got {type(callback).__name__}")
     rule = make_solver(solver, **solver_options)
-    work_dtype = state_dtype(x.dtype)
     noise = None
     if noise_sampler is not None:
         noise = SamplerNoise(noise_sampler)

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from fastdiff.validation import check_positive_int
+from fastdiff.validation import check_number, check_positive_int
 
 
 def vp_sigma(t: torch.Tensor, beta_min: float, beta_d: float) -> torch.Tensor:
@@ -78,6 +78,11 @@ def get_sigmas(
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     if n > 1 and not sigma_min < sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    check_number(rho, "rho", low=1e-3)
+    check_number(beta_min, "beta_min", low=1e-6)
+    check_number(beta_d, "beta_d")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype (sigmas are not integers), got {dtype}")
     if n == 1:
         levels = torch.tensor([float(sigma_max)], dtype=torch.float64)
     else:

@@ -38,8 +38,11 @@ def check_sigmas(sigmas: object, device: torch.device, name: str = "sigmas") -> 
     return check_grid(sigmas, device, name)[1]
 
 
-def check_grid(sigmas: object, device: torch.device, name: str = "sigmas") -> tuple[list[float], torch.Tensor]:
-    """A 1-D, finite, non-negative, strictly decreasing grid of at least two entries.
+def check_grid(
+    sigmas: object, device: torch.device, name: str = "sigmas", dtype: torch.dtype = torch.float64
+) -> tuple[list[float], torch.Tensor]:
+    """A 1-D, finite, non-negative, strictly decreasing grid of at least two entries, representable in `dtype`
+    (the solver's state dtype: float32 holds sigmas up to 3.4e38).
 
     Returns (the grid as host floats, the grid as a tensor on `device`: float64 when given as a
     Python sequence). A tensor is read to the host once (one sync); a sequence of floats needs no
@@ -67,6 +70,8 @@ def check_grid(sigmas: object, device: torch.device, name: str = "sigmas") -> tu
         raise ValueError(f"{name} contains NaN or Inf")
     if min(host) < 0:
         raise ValueError(f"{name} must be non-negative, got minimum {min(host):g}")
+    if max(host) > torch.finfo(dtype).max:
+        raise ValueError(f"{name} must fit in the solver's {dtype} state (at most {torch.finfo(dtype).max:g}), got {max(host):g}")
     if not all(b < a for a, b in zip(host[:-1], host[1:], strict=True)):
         raise ValueError(f"{name} must be strictly decreasing (noise level falls at every step)")
     if 0.0 in host[:-1]:
@@ -101,6 +106,13 @@ def check_number(value: object, name: str, low: float = 0.0, high: float = math.
 def check_flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__}")
+    return value
+
+
+def check_progress(value: object) -> bool | None:
+    """`progress`: True, False, or None (shown only on a terminal)."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"progress must be True, False or None (only on a terminal), got {type(value).__name__}")
     return value
 
 

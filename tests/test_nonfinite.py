@@ -85,3 +85,8 @@ def test_likelihood_names_a_bad_prior():
     with pytest.raises(fastdiff.NonFiniteError, match="prior returned NaN or Inf"):
         ode_log_likelihood(Differentiable(10**9), torch.randn(4, 3), SIGMAS, seed=0,
                            prior=lambda x: torch.full((x.shape[0],), float("nan"), dtype=torch.float64))
+
+
+def test_an_overflowing_state_is_told_apart_from_the_model():
+    with pytest.raises(fastdiff.NonFiniteError, match=r"sampler's state was NaN or Inf when the denoiser was called at step 1"):
+        fastdiff.sample(BreaksAt(10**9), torch.randn(4, 3), SIGMAS, "euler_maruyama", s_noise=1e300, seed=0)

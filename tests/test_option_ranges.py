@@ -69,3 +69,36 @@ def test_superposed_refuses_a_nan_start():
 def test_switches_must_be_bools(name):
     with pytest.raises(TypeError, match=f"{name} must be a bool"):
         fastdiff.sample(shrink, torch.randn(2, 3), SIGMAS, "euler", **{name: 1})
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"rho": float("nan")}, ValueError, "rho must be a finite number"),
+        ({"rho": 0.0}, ValueError, r"rho must be in"),
+        ({"rho": -1.0}, ValueError, r"rho must be in"),
+        ({"kind": "time_uniform", "beta_min": float("nan")}, ValueError, "beta_min must be a finite number"),
+        ({"kind": "time_uniform", "beta_d": -100.0}, ValueError, r"beta_d must be in"),
+        ({"dtype": torch.int64}, TypeError, "dtype must be a floating-point"),
+    ],
+)
+def test_grid_options_out_of_range_are_refused(kwargs, error, match):
+    kind = kwargs.pop("kind", "karras")
+    with pytest.raises(error, match=match):
+        fastdiff.get_sigmas(kind, 5, 0.1, 10.0, **kwargs)
+
+
+def test_a_grid_beyond_the_state_dtype_is_refused():
+    with pytest.raises(ValueError, match=r"sigmas must fit in the solver's torch.float32 state"):
+        fastdiff.sample(shrink, torch.randn(2, 3), [1e300, 1.0, 0.0], "euler")
+    fastdiff.sample(shrink, torch.randn(2, 3, dtype=torch.float64), [1e300, 1.0, 0.0], "euler")
+
+
+def test_progress_must_be_a_bool_or_none():
+    with pytest.raises(TypeError, match="progress must be True, False or None"):
+        fastdiff.sample(shrink, torch.randn(2, 3), SIGMAS, "euler", progress="yes")
+
+
+def test_a_model_returning_integers_is_refused():
+    with pytest.raises(TypeError, match="denoiser must return a floating-point tensor, got dtype torch.int64"):
+        fastdiff.sample(lambda x, s: torch.zeros(x.shape, dtype=torch.int64), torch.randn(2, 3), SIGMAS, "euler")

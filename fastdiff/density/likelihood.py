@@ -215,13 +215,13 @@ def ode_log_likelihood(
                     out, total = trace_step(x, ks, st.a, st.bs, u, keys, i, j, probe, total, st.c, st.w, backend=chosen)
                 nfe += 1
                 if watch is not None:
-                    watch.record(denoised, i, sigma)
+                    watch.record(point, denoised, i, sigma)
                 point = out
                 ks.append(out)
             x = point
         prior_lp = gaussian_prior(x, grid[-1]) if prior is None else _prior(prior, x)
         if watch is not None:
-            watch.record(prior_lp, len(grid) - 1, grid[-1], "prior")
+            watch.record(x, prior_lp, len(grid) - 1, grid[-1], "prior")
             watch.check()
     log_prob = prior_lp + total
     if not return_info:
