@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ld3.add_argument("--no-decouple", action="store_true", help="evaluate the model at the grid sigmas (no model-time offsets)")
     ld3.add_argument("--out", default=None, help="save the learned schedule to this JSON file")
     ld3.add_argument("--plot-dir", default="ld3_output", help="folder for the PNG (default ld3_output)")
+    ld3.add_argument("--overwrite", action="store_true", help="replace an existing --out schedule file")
     ld3.add_argument("--seed", type=int, default=0)
     ld3.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     from fastdiff.compose.demo import add_subcommand as add_compose_demo
@@ -101,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.epochs,
                 distance=args.distance,
                 progress=not args.no_progress,
+                overwrite=args.overwrite,
             )
-        except ValueError as err:
+        except (ValueError, FloatingPointError) as err:
             parser.error(str(err))
     else:
         status = args.run(args)  # compose-demo returns its samples, train and tdc an exit status

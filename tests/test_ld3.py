@@ -560,12 +560,32 @@ def cli_args(tmp_path, *extra):
     return [*base, "--plot-dir", str(tmp_path / "plots"), "--no-progress", *extra]
 
 
+def test_cli_refuses_to_replace_a_schedule_without_overwrite(tmp_path, capsys):
+    from fastdiff.__main__ import main
+
+    out = tmp_path / "schedule.json"
+    out.write_text("an older schedule")
+    with pytest.raises(SystemExit):
+        main(cli_args(tmp_path, "--out", str(out)))
+    assert "exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert out.read_text() == "an older schedule"
+
+
+def test_schedule_save_failure_keeps_the_previous_file(schedule, tmp_path, monkeypatch):
+    path = tmp_path / "keep.json"
+    path.write_text("previous")
+    monkeypatch.setattr("os.replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        schedule.save(path)
+    assert path.read_text() == "previous" and not (tmp_path / "keep.json.tmp").exists()
+
+
 def test_cli_says_when_it_replaces_a_schedule(tmp_path, capsys):
     from fastdiff.__main__ import main
 
     out = tmp_path / "schedule.json"
     out.write_text("an older schedule")
-    main(cli_args(tmp_path, "--out", str(out)))
+    main(cli_args(tmp_path, "--out", str(out), "--overwrite"))
     text = capsys.readouterr().out
     assert f"note: {out} exists and will be replaced" in text and "(replaced the existing file)" in text
     assert text.index("will be replaced") < text.index("trained in")

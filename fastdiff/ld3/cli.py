@@ -2,7 +2,7 @@
 grids on held-out noise against the exact ODE solution, print the table and write a PNG (and the schedule).
 
 The output paths are checked before training, so that a finished training is not lost to an unwritable path; an
-existing schedule file is replaced, and the run says so before it starts and when it writes.
+existing schedule file is replaced only with `overwrite=True` (`--overwrite`), and the run says so.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def _writable_dir(path: Path, name: str) -> None:
         raise ValueError(f"{name} {str(path)!r}: {str(existing)!r} is not writable")
 
 
-def check_outputs(out: str | None, plot_dir: str) -> bool:
-    """Check the output paths before any work; True when `out` exists (and will be replaced)."""
+def check_outputs(out: str | None, plot_dir: str, overwrite: bool = False) -> bool:
+    """Check the output paths before any work; True when `out` exists (and, with `overwrite`, will be replaced)."""
     _writable_dir(Path(plot_dir), "--plot-dir")
     if out is None:
         return False
@@ -53,6 +53,8 @@ def check_outputs(out: str | None, plot_dir: str) -> bool:
         raise ValueError(f"--out {out!r}: the directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ValueError(f"--out {out!r} is not writable")
+    if path.exists() and not overwrite:
+        raise ValueError(f"--out {out!r} exists; pass --overwrite to replace it, or choose another file")
     return path.exists()
 
 
@@ -72,8 +74,9 @@ def run_ld3(
     max_epochs: int = 100,
     distance: str = "l2",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> tuple[LearnedSchedule, list[GridError]]:
-    replaces = check_outputs(out, plot_dir)
+    replaces = check_outputs(out, plot_dir, overwrite)
     gm = TARGETS[target]()
     sigma_min, sigma_max = 0.002, 80.0
     print(

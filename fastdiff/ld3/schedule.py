@@ -144,11 +144,17 @@ class LearnedSchedule:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the schedule as JSON (floats round-trip exactly), after validating it once more."""
+        """Write the schedule as JSON (floats round-trip exactly), after validating it once more; atomically."""
         self.validate()
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        temporary = f"{os.fspath(path)}.tmp"
+        try:  # written aside, then renamed: a failed write leaves any previous file intact
+            with open(temporary, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
 
     @classmethod
     def from_dict(cls, data: object, source: str = "schedule") -> LearnedSchedule:
