@@ -149,8 +149,8 @@ def test_attribute_access(name, caplog):
     scheduler.register_to_config(test_attribute=5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert scheduler.dummy_attribute == 5 and getattr(scheduler, "dummy_attribute") == 5
-        assert scheduler.save_pretrained == getattr(scheduler, "save_pretrained")
+        assert scheduler.dummy_attribute == 5 and scheduler.dummy_attribute == 5
+        assert scheduler.save_pretrained == scheduler.save_pretrained
     with pytest.warns(FutureWarning):
         assert scheduler.test_attribute == 5
     with pytest.raises(AttributeError) as error:
@@ -176,7 +176,8 @@ def test_every_step_count(name, schedule):
     """1..50 steps on the Stable Diffusion table (and a few on the cosine one, and ending at sigma_min): every count a
     pipeline may ask for is accepted, with timesteps in the training range."""
     cases = [(SD, n, "zero") for n in range(1, 51)]
-    cases += [(cfg, n, fin) for n in (1, 2, 3, 7, 50) for cfg, fin in (({"beta_schedule": "squaredcos_cap_v2"}, "zero"), (SD, "sigma_min"))]
+    others = (({"beta_schedule": "squaredcos_cap_v2"}, "zero"), (SD, "sigma_min"))
+    cases += [(config, n, final) for n in (1, 2, 3, 7, 50) for config, final in others]
     schedulers = {}
     for config, n, final in cases:
         key = (tuple(config.items()), final)

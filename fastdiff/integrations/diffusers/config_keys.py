@@ -29,7 +29,7 @@ before diffusers' `from_config` would drop it without a word:
 
 A refused key raises ValueError naming the key, its value and what is accepted; pass the accepted value to
 `from_config` (e.g. `from_config(config, use_beta_sigmas=False)`) to drop it deliberately.
-"""
+"""  # noqa: E501 (the table's rows)
 
 from __future__ import annotations
 

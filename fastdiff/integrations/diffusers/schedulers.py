@@ -18,8 +18,12 @@ step (SRK's stage evaluations) the step keeps its own state, as HeunDiscreteSche
 Config (`COMMON_CONFIG`), first diffusers' keys: the betas (`beta_schedule` linear / scaled_linear / squaredcos_cap_v2,
 `trained_betas`, `rescale_betas_zero_snr`), `prediction_type` epsilon / v_prediction / sample, `variance_type` (with
 learned / learned_range the first half of the model's channels is its prediction), `timestep_spacing`, `steps_offset`,
-and the flags `use_karras_sigmas`, `use_exponential_sigmas`, `use_lu_lambdas`, read as schedules. Other diffusers keys
-(`clip_sample`, `thresholding`, ...) are not supported and are dropped by `from_config`. Then fastdiff's: `schedule`
+the flags `use_karras_sigmas`, `use_exponential_sigmas`, `use_lu_lambdas`, read as schedules, the limits on x0
+`thresholding` / `clip_sample` (`thresholding`) and `final_sigmas_type` ("zero": the last step goes to 0; "sigma_min":
+the run stops at the grid's lowest level). Every other key of a peer's config is refused by name, dropped where it only
+belongs to the peer's own algorithm, or warned about when unknown: the table is in `config_keys`. diffusers' model
+timesteps are integers (rounded or truncated where the grid's sigma lies between table entries); here the model sees
+the exact fractional timestep of the sigma the solver uses. Then fastdiff's: `schedule`
 ("discrete", the default: the training timesteps of `timestep_spacing`, placed as DPMSolverMultistepScheduler places
 them; "karras" with `rho`, "logsnr", "time_uniform", "time_quadratic" between `sigma_min` and `sigma_max`, by default
 the training range; "learned" with `sigmas_file`; see `timestep_grids`), `backend` (of the fused solver step), `seed`
@@ -43,6 +47,7 @@ from fastdiff.driver import state_dtype
 from fastdiff.integrations.diffusers.config_keys import check_foreign_keys
 from fastdiff.integrations.diffusers.run import EvaluationPlan, SolverRun, evaluation_plan
 from fastdiff.integrations.diffusers.seeds import run_noise
+from fastdiff.integrations.diffusers.thresholding import X0Limit
 from fastdiff.integrations.diffusers.timestep_grids import (
     SCHEDULES,
     TIMESTEP_SPACINGS,
@@ -51,7 +56,6 @@ from fastdiff.integrations.diffusers.timestep_grids import (
     load_sigmas_file,
     schedule_grid,
 )
-from fastdiff.integrations.diffusers.thresholding import X0Limit
 from fastdiff.integrations.diffusers.vp_table import PREDICTION_TYPES, VPTable, denoised, to_ve, to_vp, training_betas
 from fastdiff.ld3.model_time import ModelTimes
 from fastdiff.ld3.schedule import LearnedSchedule
