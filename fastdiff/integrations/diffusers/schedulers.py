@@ -27,8 +27,10 @@ the exact fractional timestep of the sigma the solver uses. Then fastdiff's: `sc
 ("discrete", the default: the training timesteps of `timestep_spacing`, placed as DPMSolverMultistepScheduler places
 them; "karras" with `rho`, "logsnr", "time_uniform", "time_quadratic" between `sigma_min` and `sigma_max`, by default
 the training range; "learned" with `sigmas_file`; see `timestep_grids`), `backend` (of the fused solver step), `seed`
-(noise of the stochastic solvers when no generator is passed, see `seeds`). Last, the solver's own options under the
-solver's own names and defaults (SRK's `theta`, ...).
+(noise of the stochastic solvers when no generator is passed, see `seeds`), `check_finite` (default True: a model
+output or sample with NaN or Inf raises `fastdiff.NonFiniteError` at the run's last step, naming the first step and
+sigma where it appeared; the flags stay on the device and are read once per run). Last, the solver's own options under
+the solver's own names and defaults (SRK's `theta`, ...).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 
 from fastdiff.backends import BACKENDS
 from fastdiff.driver import state_dtype
+from fastdiff.finite_watch import FiniteWatch
 from fastdiff.integrations.diffusers.config_keys import check_foreign_keys
 from fastdiff.integrations.diffusers.run import EvaluationPlan, SolverRun, evaluation_plan
 from fastdiff.integrations.diffusers.seeds import run_noise
@@ -60,6 +63,7 @@ from fastdiff.integrations.diffusers.vp_table import PREDICTION_TYPES, VPTable, 
 from fastdiff.ld3.model_time import ModelTimes
 from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.solvers import SOLVERS, StepContext, make_solver
+from fastdiff.validation import check_flag
 
 PUBLIC_MODULE = "fastdiff.integrations.diffusers"
 # Config keys of every fastdiff scheduler: diffusers' (defaults as in DPMSolverMultistepScheduler), then fastdiff's.
@@ -90,6 +94,7 @@ COMMON_CONFIG = {
     "sigmas_file": None,
     "backend": "auto",
     "seed": None,
+    "check_finite": True,
 }
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 VARIANCE_TYPES = (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
@@ -206,6 +211,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         _check_positive("rho", config["rho"])
+        check_flag(config["check_finite"], "check_finite")
         betas = training_betas(
             config["num_train_timesteps"],
             config["beta_start"],
@@ -300,11 +306,12 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         self._run: SolverRun | None = None
         self._returned: torch.Tensor | None = None
         self._step_index: int | None = None
+        self._watch: FiniteWatch | None = None
 
     def __getstate__(self) -> dict:
         """Copies and pickles drop a run in progress (its generator cannot be copied)."""
         state = self.__dict__.copy()
-        state.update(_run=None, _returned=None, _step_index=None)
+        state.update(_run=None, _returned=None, _step_index=None, _watch=None)
         return state
 
     # ---- diffusers' scheduler interface
@@ -415,7 +422,8 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
     ) -> FastdiffSchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
         """Answer the pending evaluation with `model_output` (the model at `sample`, `timestep`) and return the point of
         the next one. `generator` (one, or one per sample) keys the noise of the run at its first call; later calls
-        ignore it. Other keyword arguments (DDIMPipeline's `eta`, ...) are accepted and ignored. No host sync."""
+        ignore it. Other keyword arguments (DDIMPipeline's `eta`, ...) are accepted and ignored. No host sync but the
+        run's single finiteness read at its last step (`check_finite`)."""
         if self._plan is None:
             raise RuntimeError(f"{type(self).__name__}: call set_timesteps(...) before step()")
         if self._run is None:
@@ -432,11 +440,15 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             x = to_ve(sample, model_sigma, x.dtype)  # D is taken where the model saw the sample
             if run.at_step_start:
                 run.restart_step(x)  # and a step not yet begun starts again from it; inside a step the run keeps its state
+        if self._watch is not None:
+            self._watch.record(sample, model_output, self._plan.steps[self._step_index], model_sigma, "model")
         estimate = denoised(self._mean_output(model_output, sample), x, model_sigma, self.config.prediction_type)
         estimate = self._limit.apply(estimate)
         run.answer(estimate)
         self._step_index += 1
         if run.done:
+            if self._watch is not None:
+                self._watch.check()  # the run's one host read
             prev_sample = to_vp(run.result, run.ctx.sigmas[-1], sample.dtype)
         else:
             prev_sample = to_vp(run.request.x, self._model_sigma(run.request.sigma), sample.dtype)
@@ -503,6 +515,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             backend=self.config.backend,
         )
         self._step_index = first
+        self._watch = FiniteWatch("check_finite=False in the scheduler's config") if self.config.check_finite else None
         offset = self._plan.steps[first]  # the run's step 0 is the plan's step `offset`
         fresh = frozenset(i - offset for i in self._fresh_steps if i >= offset)
         return SolverRun(solver, ctx, to_ve(sample, grid[0], work), fresh, lambda: make_solver(self.solver, **self._options))
