@@ -516,18 +516,20 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         )
         self._step_index = first
         self._watch = FiniteWatch("check_finite=False in the scheduler's config") if self.config.check_finite else None
-        offset = self._plan.steps[first]  # the run's step 0 is the plan's step `offset`
-        fresh = frozenset(i - offset for i in self._fresh_steps if i >= offset)
+        fresh = self._fresh_steps_from(first)
         return SolverRun(solver, ctx, to_ve(sample, grid[0], work), fresh, lambda: make_solver(self.solver, **self._options))
+
+    def _fresh_steps_from(self, first: int) -> frozenset[int]:
+        """The history resets of a run starting at evaluation `first` (its step 0 is the plan's step of `first`)."""
+        offset = self._plan.steps[first]
+        return frozenset(i - offset for i in self._fresh_steps if i >= offset)
 
     def _starts_there(self, grid: list[float], first: int) -> bool:
         """Whether a fresh run on `grid` evaluates where the planned run does from evaluation `first` on."""
         if any(b >= a for a, b in zip(grid, grid[1:], strict=False)):
             return False
         planned = self._plan.sigmas[first:]
-        offset = self._plan.steps[first]
-        fresh = frozenset(i - offset for i in self._fresh_steps if i >= offset)
-        sigmas = evaluation_plan(self.solver, self._options, grid, fresh).sigmas
+        sigmas = evaluation_plan(self.solver, self._options, grid, self._fresh_steps_from(first)).sigmas
         return len(sigmas) == len(planned) and np.allclose(sigmas, planned, rtol=1e-12, atol=0)
 
     def _mean_output(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:

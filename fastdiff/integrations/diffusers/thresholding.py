@@ -11,9 +11,12 @@ Thresholding wins when both are set, as in DDPMScheduler and DDIMScheduler. Neit
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+from fastdiff.validation import check_flag, check_number
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,14 @@ class X0Limit:
     clip_sample_range: float = 1.0
 
     def __post_init__(self):
-        for name in ("thresholding", "clip_sample"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        check_flag(self.thresholding, "thresholding")
+        check_flag(self.clip_sample, "clip_sample")
         ratio = self.dynamic_thresholding_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+        if not 0.0 <= check_number(ratio, "dynamic_thresholding_ratio", low=-math.inf) <= 1.0:
             raise ValueError(f"dynamic_thresholding_ratio must be a number in [0, 1], got {ratio!r}")
         for name in ("sample_max_value", "clip_sample_range"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            if not check_number(getattr(self, name), name) > 0:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
 
     @property
     def active(self) -> bool:
