@@ -27,7 +27,8 @@ import pytest
 import torch
 from fused_backends import fused_backends
 
-from fastdiff.noise import CounterNoise, seeds_to_keys
+from fastdiff.noise import seeds_to_keys
+from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw, solver_step
 from fastdiff.reference import solver_step as reference
 

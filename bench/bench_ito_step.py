@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.noise import CounterNoise
 from fastdiff.ops.ito_step import ito_step
+from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw
 
 SIZES = {"1M": 1 << 20, "4M": 1 << 22}

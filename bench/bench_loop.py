@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.noise import CounterNoise
+from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw, solver_step
 
 GRID = fastdiff.get_sigmas("karras", 20, 0.01, 20.0).tolist()

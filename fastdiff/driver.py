@@ -13,9 +13,11 @@ import torch
 from fastdiff.backends import BACKENDS
 from fastdiff.finite_watch import FiniteWatch
 from fastdiff.ld3.schedule import LearnedSchedule
-from fastdiff.noise import CounterNoise, SamplerNoise, device_keys, sample_seeds
-from fastdiff.progress import progress_range
-from fastdiff.solvers import StepContext, make_solver, run_step
+from fastdiff.noise import SamplerNoise, device_keys, sample_seeds
+from fastdiff.ops.philox import CounterNoise
+from fastdiff.progress import progress_bar
+from fastdiff.solvers import StepContext, make_solver
+from fastdiff.stepping import solve
 from fastdiff.validation import check_flag, check_grid, check_progress, check_sample
 
 Denoiser = Callable[..., torch.Tensor]
@@ -140,20 +142,22 @@ def sample(
         noise=noise,
         backend=backend,
     )
-    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-        state = x.to(work_dtype)
-        for i in progress_range(len(ctx.sigmas) - 1, progress, desc=f"fastdiff {solver}"):
-            evaluate.step = i
-            out = run_step(rule, ctx, i, state, answer)
-            if callback is not None:
-                callback({
-                    "x": out.x_eval,
-                    "i": i,
-                    "sigma": ctx.sigmas_tensor[i],
-                    "sigma_hat": ctx.sigmas_tensor.new_tensor(out.sigma_hat),
-                    "denoised": out.denoised,
-                })
-            state = out.x_next
+    bar = progress_bar(len(ctx.sigmas) - 1, progress, desc=f"fastdiff {solver}")
+
+    def on_step(i, out):
+        evaluate.step = i + 1
+        bar.update()
+        if callback is not None:
+            callback({
+                "x": out.x_eval,
+                "i": i,
+                "sigma": ctx.sigmas_tensor[i],
+                "sigma_hat": ctx.sigmas_tensor.new_tensor(out.sigma_hat),
+                "denoised": out.denoised,
+            })
+
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()), bar:
+        state = solve(rule, ctx, x.to(work_dtype), answer, on_step)
     if watch is not None:
         watch.check()
     return state.to(x.dtype)

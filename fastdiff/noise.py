@@ -1,4 +1,5 @@
-"""Where stochastic solvers get their Gaussians.
+"""Where stochastic solvers get their Gaussians: seeds, streams and the noise-source protocol (a leaf: no fastdiff
+import; the counter stream itself, `fastdiff.ops.philox.CounterNoise`, draws through the philox op).
 
 `CounterNoise` is the default: the Gaussian for (sample seed, element, step, stage, stream) is a
 fixed function, Philox4x32-10 keyed by the sample's 64-bit seed with counter
@@ -13,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-
-from fastdiff.ops.philox import philox_normal
 
 STREAM_SOLVER = 0
 STREAM_PROBE = 1
@@ -79,6 +78,13 @@ def device_keys(seed: object, batch: int, device: torch.device) -> torch.Tensor 
     return None
 
 
+def seed_keys(seed: object, batch: int, device: torch.device) -> torch.Tensor:
+    """The per-sample keys (int64 `[batch]` on `device`) of a `seed` argument: a device key tensor as given, else
+    the keys of `sample_seeds(seed, batch)`. The one place a `seed` argument becomes a noise key."""
+    keys = device_keys(seed, batch, device)
+    return keys if keys is not None else seeds_to_keys(sample_seeds(seed, batch), device)
+
+
 def seeds_to_keys(seeds: Sequence[int], device: torch.device) -> torch.Tensor:
     """64-bit unsigned seeds as an int64 tensor (two's complement) on `device`."""
     signed = [s - (1 << 64) if s >= (1 << 63) else s for s in seeds]
@@ -94,32 +100,6 @@ class NoiseSource:
 
     def draw(self, like: torch.Tensor, step: int, stage: int, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-
-class CounterNoise(NoiseSource):
-    """Counter-based Gaussians: stage `stage` of step `step` for every sample's seed."""
-
-    replayable = True
-
-    def __init__(self, seeds: Sequence[int], device: torch.device, backend: str = "auto", stream: int = STREAM_SOLVER):
-        self.keys = seeds_to_keys(seeds, device)
-        self.backend = backend
-        self.stream = stream
-
-    @classmethod
-    def from_keys(cls, keys: torch.Tensor, backend: str = "auto", stream: int = STREAM_SOLVER) -> CounterNoise:
-        """The stream of per-sample seeds already on the device (int64 `[B]`, two's complement): no
-        host round trip, so a CUDA graph can replay it with new seeds copied into `keys`."""
-        source = cls([], keys.device, backend, stream)
-        source.keys = keys
-        return source
-
-    def draw(self, like, step, stage, sigma=None, sigma_next=None):
-        if like.shape[0] != self.keys.shape[0]:
-            raise ValueError(f"noise for {like.shape[0]} samples requested from a stream of {self.keys.shape[0]} seeds")
-        per_sample = like[0].numel()
-        z = philox_normal(self.keys, per_sample, step, stage, self.stream, dtype=like.dtype, backend=self.backend)
-        return z.view(like.shape)
 
 
 def _as_tensor(sigma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,8 @@ from fastdiff.compose import Superposition, sample_superposed, superpose
 from fastdiff.density import ItoDensity
 from fastdiff.density.ito import check_forward_noise
 from fastdiff.grids import get_sigmas
-from fastdiff.noise import CounterNoise, sample_seeds
+from fastdiff.noise import sample_seeds
+from fastdiff.ops.philox import CounterNoise
 from fastdiff.toy import GaussianMixture
 
 SIGMA_MIN, SIGMA_MAX = 0.05, 10.0

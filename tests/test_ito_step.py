@@ -12,8 +12,8 @@ from backend_params import backend_params
 from poison import poisoned_outputs
 
 from fastdiff import _extension
-from fastdiff.noise import CounterNoise
 from fastdiff.ops.ito_step import ito_step
+from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw
 from fastdiff.reference import ito_step as reference
 from fastdiff.reference.philox import philox_normal

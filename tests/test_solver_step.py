@@ -18,7 +18,7 @@ from poison import poisoned_outputs, stable_seed
 
 import fastdiff
 from fastdiff.backends import triton_interpreted
-from fastdiff.noise import CounterNoise
+from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw, solver_step
 from fastdiff.reference import philox as philox_reference
 from fastdiff.reference import solver_step as reference

@@ -273,7 +273,7 @@ def test_counter_noise_path_equals_noise_sampler_path(coupled):
     seeds = [3, 2**63 + 9]
     x = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 80.0
     model = fastdiff.toy.GaussianMixture.gaussian(MUD[:5], COVD[:5, :5]).denoiser
-    source = fastdiff.noise.CounterNoise(seeds, x.device)
+    source = fastdiff.ops.philox.CounterNoise(seeds, x.device)
     points = grid.tolist()
 
     def replay(sigma, sigma_next):

@@ -9,9 +9,8 @@ import torch
 from backend_params import backend_params
 
 import fastdiff
-from fastdiff.noise import CounterNoise
 from fastdiff.ops.ito_step import ito_step
-from fastdiff.ops.philox import philox_normal
+from fastdiff.ops.philox import CounterNoise, philox_normal
 from fastdiff.ops.solver_step import NoiseDraw, solver_step
 from fastdiff.ops.trace_step import trace_step
 

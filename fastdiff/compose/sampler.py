@@ -21,8 +21,9 @@ from fastdiff.compose.superpose import Denoiser, Superposition
 from fastdiff.density.ito import check_forward_noise
 from fastdiff.driver import DenoiserCall, state_dtype
 from fastdiff.finite_watch import FiniteWatch
-from fastdiff.noise import STREAM_PROBE, CounterNoise, device_keys, sample_seeds
+from fastdiff.noise import STREAM_PROBE, device_keys, sample_seeds
 from fastdiff.ops.ito_step import ito_step
+from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw
 from fastdiff.progress import progress_range
 from fastdiff.reference import ito_step as reference

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fastdiff.ld3.model_time import ModelTimes, host_value
-from fastdiff.solvers import StepContext, make_solver, run_step
+from fastdiff.solvers import StepContext, make_solver
+from fastdiff.stepping import solve as walk
 
 
 def solve(
@@ -29,6 +30,4 @@ def solve(
     host = torch.tensor([host_value(s) for s in points], dtype=torch.float64, device=x.device)
     ctx = StepContext(sigmas=points, sigmas_tensor=host.to(x.dtype), noise=None, backend=backend)
     evaluate = network if model_sigmas is None else ModelTimes(points, list(model_sigmas)).wrap(network)
-    for i in range(len(points) - 1):
-        x = run_step(rule, ctx, i, x, evaluate).x_next
-    return x
+    return walk(rule, ctx, x, evaluate)

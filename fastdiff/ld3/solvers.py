@@ -15,9 +15,8 @@ from __future__ import annotations
 import inspect
 import math
 
-import torch
-
-from fastdiff.solvers import SOLVERS, StepContext, make_solver, run_step
+from fastdiff.solvers import SOLVERS, make_solver
+from fastdiff.stepping import evaluation_plan
 
 
 def learnable_solvers() -> tuple[str, ...]:
@@ -46,22 +45,10 @@ def resolve_solver(solver: object, options: dict | None = None) -> dict:
 
 
 def count_evaluations(solver: str, options: dict, steps: int, to_zero: bool) -> int:
-    """Network evaluations of `solver` on a grid of `steps` steps (a dry run with a zero denoiser)."""
+    """Network evaluations of `solver` on a grid of `steps` steps (a dry run of the walk, `fastdiff.stepping.evaluation_plan`)."""
     levels = steps if to_zero else steps + 1
     grid = [math.exp(-k) for k in range(levels)] + ([0.0] if to_zero else [])
-    rule = make_solver(solver, **options)
-    ctx = StepContext(sigmas=grid, sigmas_tensor=torch.tensor(grid, dtype=torch.float64), noise=None, backend="reference")
-    calls = 0
-
-    def zero(x, sigma):
-        nonlocal calls
-        calls += 1
-        return torch.zeros_like(x)
-
-    x = torch.ones(1, 1, dtype=torch.float64)
-    for i in range(steps):
-        x = run_step(rule, ctx, i, x, zero).x_next
-    return calls
+    return len(evaluation_plan(lambda: make_solver(solver, **options), grid).sigmas)
 
 
 def steps_for_nfe(solver: str, options: dict, nfe: int, to_zero: bool) -> tuple[int, int]:

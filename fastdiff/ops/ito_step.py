@@ -35,7 +35,7 @@ import torch
 
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
-from fastdiff.noise import CounterNoise
+from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw
 from fastdiff.reference import ito_step as reference
 from fastdiff.validation import FLOAT_DTYPES
@@ -97,7 +97,7 @@ def _check(x, denoised, sigma, sigma_next, ell, noise, mode, rcond) -> None:
         got = f"{ell.dtype} {tuple(ell.shape)} on {ell.device}" if isinstance(ell, torch.Tensor) else type(ell).__name__
         raise ValueError(f"ito_step: ell must be a {acc} tensor of shape [B, M] = [{x.shape[0]}, {m}] on {x.device}, got {got}")
     if not isinstance(noise, NoiseDraw) or not isinstance(noise.source, CounterNoise):
-        raise TypeError("ito_step: noise must be a NoiseDraw of a fastdiff.noise.CounterNoise (the Gaussians are generated "
+        raise TypeError("ito_step: noise must be a NoiseDraw of a fastdiff.ops.philox.CounterNoise (the Gaussians are generated "
                         f"in the kernels from the counter stream), got {type(getattr(noise, 'source', noise)).__name__}")
     keys = noise.source.keys
     if keys.shape != (x.shape[0],) or keys.device != x.device:

@@ -1,4 +1,5 @@
-"""Counter-based standard normals (`fastdiff.reference.philox` defines the function), by backend.
+"""Counter-based standard normals (`fastdiff.reference.philox` defines the function), by backend, and `CounterNoise`,
+the noise source of the stochastic solvers built on them.
 
 Backends: "reference" (PyTorch), "cpu" and "cuda" (the compiled `torch.ops.fastdiff.philox_normal`,
 one Philox4x32-10 block per four elements), "triton" (`torch.ops.fastdiff.philox_normal_triton`).
@@ -11,10 +12,13 @@ keys' device when it is built (float64 included: it computes in float64 as the r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
+from fastdiff.noise import STREAM_SOLVER, NoiseSource, seed_keys, seeds_to_keys
 from fastdiff.reference import philox as reference
 
 SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
@@ -69,3 +73,36 @@ if _extension.loaded():
     @torch.library.register_fake("fastdiff::philox_normal")
     def _philox_normal_fake(keys, numel, step, stage, stream, dtype):
         return keys.new_empty((keys.shape[0], numel), dtype=dtype)
+
+
+class CounterNoise(NoiseSource):
+    """Counter-based Gaussians: stage `stage` of step `step` for every sample's seed."""
+
+    replayable = True
+
+    def __init__(self, seeds: Sequence[int], device: torch.device, backend: str = "auto", stream: int = STREAM_SOLVER):
+        self.keys = seeds_to_keys(seeds, device)
+        self.backend = backend
+        self.stream = stream
+
+    @classmethod
+    def from_seed(
+        cls, seed: object, batch: int, device: torch.device, backend: str = "auto", stream: int = STREAM_SOLVER
+    ) -> CounterNoise:
+        """The stream of a `seed` argument (`fastdiff.noise.seed_keys`): int, list of ints, device keys or None."""
+        return cls.from_keys(seed_keys(seed, batch, device), backend, stream)
+
+    @classmethod
+    def from_keys(cls, keys: torch.Tensor, backend: str = "auto", stream: int = STREAM_SOLVER) -> CounterNoise:
+        """The stream of per-sample seeds already on the device (int64 `[B]`, two's complement): no
+        host round trip, so a CUDA graph can replay it with new seeds copied into `keys`."""
+        source = cls([], keys.device, backend, stream)
+        source.keys = keys
+        return source
+
+    def draw(self, like, step, stage, sigma=None, sigma_next=None):
+        if like.shape[0] != self.keys.shape[0]:
+            raise ValueError(f"noise for {like.shape[0]} samples requested from a stream of {self.keys.shape[0]} seeds")
+        per_sample = like[0].numel()
+        z = philox_normal(self.keys, per_sample, step, stage, self.stream, dtype=like.dtype, backend=self.backend)
+        return z.view(like.shape)

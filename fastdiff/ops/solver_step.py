@@ -29,7 +29,7 @@ import torch
 
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
-from fastdiff.noise import CounterNoise
+from fastdiff.ops.philox import CounterNoise
 from fastdiff.reference import solver_step as reference
 from fastdiff.validation import FLOAT_DTYPES
 

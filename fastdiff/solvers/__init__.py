@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from fastdiff.solvers.base import Evaluation, Solver, StepContext, StepOutput, run_step
+from fastdiff.solvers.base import Evaluation, Solver, StepContext, StepOutput
 from fastdiff.solvers.dpmpp_2m import DPMpp2M
 from fastdiff.solvers.dpmpp_2m_sde import DPMpp2MSDE
 from fastdiff.solvers.dpmpp_3m_sde import DPMpp3MSDE
@@ -52,4 +52,4 @@ def make_solver(name: str, **options) -> Solver:
     return cls(**options)
 
 
-__all__ = ["SOLVERS", "Evaluation", "Solver", "StepContext", "StepOutput", "make_solver", "run_step"]
+__all__ = ["SOLVERS", "Evaluation", "Solver", "StepContext", "StepOutput", "make_solver"]

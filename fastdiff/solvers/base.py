@@ -1,5 +1,5 @@
 """What a solver is: a step rule turning (sigma, sigma_next, history) into host float64
-coefficients for `fastdiff.ops.solver_step`. The loop around it lives in `fastdiff.driver`.
+coefficients for `fastdiff.ops.solver_step`. The walk over the grid lives in `fastdiff.stepping`.
 
 A step is a generator: it yields an `Evaluation(x, sigma)` for every network evaluation it
 needs, receives D(x, sigma) back through `send`, and yields its `StepOutput` last (yielded, not
@@ -13,7 +13,7 @@ inside a diffusers pipeline, where the pipeline does (`fastdiff.integrations.dif
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -72,27 +72,29 @@ class StepOutput:
 
 
 class Solver:
-    """Base of the step rules. Subclasses set `name`, implement `step`, and keep any history
-    (previous denoised outputs) on the instance; the driver makes a fresh instance per run."""
+    """Base of the step rules. Subclasses set `name`, `order` and `evaluations_per_step`, implement `step`, and keep
+    any history (previous denoised outputs) on the instance; the driver makes a fresh instance per run.
+
+    `order` is the measured global convergence order (strong order of the ODE solvers, weak order of the SDE
+    solvers, as the order tests fit it); `evaluations_per_step` the network evaluations of a step that does not
+    end at sigma' = 0 (the step to 0 is the loop's denoising step, one evaluation, unless `denoises_at_zero` is
+    False). Both may be instance attributes where options change them."""
 
     name: ClassVar[str]
+    order: int
+    evaluations_per_step: int
     stochastic: bool = False
     # True where the step rule runs on a grid of 0-d tensors that require grad (see StepContext), so fastdiff.ld3 can learn it.
     learnable_schedule: ClassVar[bool] = False
+    # The step to sigma' = 0 is x' = D(x^, sigma^) at the step's start point (`start`), taken by `fastdiff.stepping`;
+    # a step rule whose own formula differs there (ipndm) sets False and takes that step itself.
+    denoises_at_zero: ClassVar[bool] = True
+
+    def start(self, ctx: StepContext, i: int, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The point (x^, sigma^) where step i first evaluates D: (x, sigmas[i]), or x noised up by EDM churn."""
+        return x, ctx.sigmas[i]
 
     def step(self, ctx: StepContext, i: int, x: torch.Tensor) -> Generator[Evaluation | StepOutput, torch.Tensor, None]:
-        """Step i from x at sigmas[i] to sigmas[i + 1]: yields evaluations, then the new state."""
+        """Step i from x at sigmas[i] to sigmas[i + 1] > 0: yields evaluations, then the new state."""
         raise NotImplementedError
 
-
-def run_step(
-    solver: Solver, ctx: StepContext, i: int, x: torch.Tensor, evaluate: Callable[[torch.Tensor, float], torch.Tensor]
-) -> StepOutput:
-    """Step i of `solver`, answering its evaluation requests with `evaluate(x, sigma)`."""
-    steps = solver.step(ctx, i, x)
-    answer = None
-    while True:
-        item = steps.send(answer)
-        if isinstance(item, StepOutput):
-            return item
-        answer = evaluate(item.x, item.sigma)

@@ -27,6 +27,7 @@ ADAMS_BASHFORTH = (
 class IPNDM(Solver):
     name = "ipndm"
     learnable_schedule = True
+    denoises_at_zero = False  # the Adams-Bashforth formula is kept on the step to 0 (module docstring)
 
     def __init__(self, max_order: int = 4):
         if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= len(ADAMS_BASHFORTH):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from fastdiff.noise import CounterNoise, sample_seeds
+from fastdiff.noise import sample_seeds
+from fastdiff.ops.philox import CounterNoise
 
 _KEY_BOUND = 2**62
 
