@@ -22,6 +22,10 @@ towards uniform weights (the averaged score, which is the exact answer when the 
 Backends: "reference" (PyTorch), "cpu" and "cuda" (the compiled `torch.ops.fastdiff.ito_step`), "triton"
 (`torch.ops.fastdiff.ito_step_triton`, kernels/ito_step.py). x' comes back row-major in x's dtype; ell' and
 kappa in float32 (float64 for float64 x), which is also the dtype ell must have.
+
+The weight algebra is public here as well, for samplers that form the scores themselves: `or_weights`
+(softmax(T ell + log w)), `regularization` (eps = rcond Delta tr(G)/M) and `solve_bordered` (the AND system
+A kappa - lambda 1 = r, sum kappa = 1); the formulas are written once, in `fastdiff.reference.ito_step`.
 """
 
 from __future__ import annotations
@@ -38,7 +42,11 @@ from fastdiff.backends import resolve_backend
 from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw
 from fastdiff.reference import ito_step as reference
+from fastdiff.reference.ito_step import or_weights, regularization, solve_bordered
 from fastdiff.validation import FLOAT_DTYPES
+
+__all__ = ["DEFAULT_RCOND", "MAX_MODELS", "MODES", "SUPPORTED_BACKENDS", "ItoStep", "ito_step", "or_weights", "regularization",
+           "solve_bordered"]
 
 SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
 MODES = reference.MODES
