@@ -1,14 +1,19 @@
 """Sampling a superposition of denoisers (SuperDiff OR / AND) with the models' log-densities tracked on the way.
 
+The walk over the grid is `fastdiff.stepping.solve` with one of the step rules of `fastdiff.compose.steps`; every
+request D(x, sigma) is answered with the list of the M models' outputs. Every step, the last one to sigma' = 0
+included, is a step of the chosen rule (no separate denoising step), so the returned log-densities refer to the
+returned samples at the grid's last sigma.
+
 SDE path (default): Euler-Maruyama steps of the reverse SDE in the EDM form, one fused `ito_step` per step:
-x' = x + Delta sum_i kappa_i s_i + sqrt(Delta) z, with the Itô estimate of every log q_i updated from the same
-reductions. Every step, the last one to sigma = 0 included, is such a step (no separate denoising step), so the
-returned log-densities refer to the returned samples at the grid's last sigma.
+x' = x + Delta sum_i kappa_i s_i + sqrt(Delta) z, Delta = sigma^2 - sigma'^2, with the Itô estimate of every log q_i
+updated from the same reductions.
 
 ODE path (`ode=True`): Euler steps of the probability-flow ODE dx/dsigma = -sigma u, u = sum_i kappa_i s_i, with
 d log q_i/dsigma = sigma div s_i + <s_i, sigma s_i + dx/dsigma> (the change of log q_i along any path), div s_i
 by Hutchinson's estimator with autograd (`n_probes` Gaussian probes from the counter stream, shared by the
-models). It is a plain PyTorch path (one vector-Jacobian product per model and probe), for checks and small models.
+models). It is a plain PyTorch path (one vector-Jacobian product per model and probe), for checks and small models;
+its step to sigma' = 0 lands at x + sigma^2 u = sum_i kappa_i D_i.
 """
 
 from __future__ import annotations
@@ -17,29 +22,21 @@ from collections.abc import Sequence
 
 import torch
 
-from fastdiff.compose.superpose import Denoiser, Superposition
+from fastdiff.compose.config import Denoiser, SuperpositionConfig
+from fastdiff.compose.steps import SuperposedEulerMaruyama, SuperposedFlowEuler
 from fastdiff.density.ito import check_forward_noise
-from fastdiff.driver import DenoiserCall, state_dtype
+from fastdiff.driver import DenoiserCall
+from fastdiff.dtypes import working_dtype
 from fastdiff.finite_watch import FiniteWatch
-from fastdiff.noise import STREAM_PROBE, device_keys, sample_seeds
-from fastdiff.ops.ito_step import ito_step
 from fastdiff.ops.philox import CounterNoise
-from fastdiff.ops.solver_step import NoiseDraw
-from fastdiff.progress import progress_range
-from fastdiff.reference import ito_step as reference
-from fastdiff.reference.philox import philox_normal
-from fastdiff.validation import check_flag, check_grid, check_positive_int, check_sample
-
-
-def _noise(seed, x: torch.Tensor, backend: str) -> CounterNoise:
-    keys = device_keys(seed, x.shape[0], x.device)
-    if keys is not None:
-        return CounterNoise.from_keys(keys, backend=backend)
-    return CounterNoise(sample_seeds(seed, x.shape[0]), x.device, backend=backend)
+from fastdiff.progress import progress_bar
+from fastdiff.solvers.base import StepContext, StepOutput
+from fastdiff.stepping import solve
+from fastdiff.validation import check_flag, check_grid, check_positive_int, check_progress, check_sample
 
 
 def sample_superposed(
-    denoisers: Sequence[Denoiser] | Superposition,
+    denoisers: Sequence[Denoiser] | SuperpositionConfig,
     x: torch.Tensor,
     sigmas: torch.Tensor | Sequence[float],
     mode: str = "or",
@@ -72,93 +69,54 @@ def sample_superposed(
     The run builds no autograd graph. With `check_finite` (default) a model output with NaN or Inf raises
     `fastdiff.NonFiniteError` at the end, naming the model, the first step and its sigma (flags read once).
     """
-    if isinstance(denoisers, Superposition):
+    if isinstance(denoisers, SuperpositionConfig):
         if (mode, temperature, log_weights, bias, rcond) != ("or", 1.0, None, 0.0, None):
             raise ValueError("denoisers is a Superposition: configure mode, temperature, log_weights, bias and rcond on it")
         config = denoisers
     else:
-        config = Superposition(denoisers, mode, temperature, log_weights, bias, *(() if rcond is None else (rcond,)))
+        config = SuperpositionConfig(denoisers, mode, temperature, log_weights, bias, *(() if rcond is None else (rcond,)))
     check_sample(x)
-    host, _ = check_grid(sigmas, x.device)
+    host, grid = check_grid(sigmas, x.device)
     if ode:
         if sampler_options:
             raise ValueError(f"ode=True injects no noise; sampler options {sorted(sampler_options)} do not apply")
         check_positive_int(n_probes, "n_probes")
     else:
         check_forward_noise("euler_maruyama", **sampler_options)
-    work = state_dtype(x.dtype)
-    m = len(config)
-    ell = torch.zeros(x.shape[0], m, dtype=work, device=x.device)
-    if log_q_start is not None:
-        if not isinstance(log_q_start, torch.Tensor) or log_q_start.shape != ell.shape:
-            got = tuple(log_q_start.shape) if isinstance(log_q_start, torch.Tensor) else type(log_q_start).__name__
-            raise ValueError(f"log_q_start must be a [B, M] = {tuple(ell.shape)} tensor, got {got}")
-        check_sample(log_q_start, "log_q_start")
-        ell += log_q_start.to(ell)
+    check_progress(progress)
+    ell = _log_q_start(log_q_start, x.shape[0], len(config), working_dtype(x.dtype), x.device)
+    rule = SuperposedFlowEuler(config, ell, n_probes) if ode else SuperposedEulerMaruyama(config, ell)
     check_flag(check_finite, "check_finite")
     watch = FiniteWatch() if check_finite else None
     calls = [DenoiserCall(d, x.dtype, extra_args, watch, f"model {j}") for j, d in enumerate(config.denoisers)]
-    noise = _noise(seed, x, backend)
-    with torch.no_grad():
-        state = x.to(work)
-        for i in progress_range(len(host) - 1, progress, desc=f"fastdiff superpose {config.mode}"):
-            sigma, sigma_next = host[i], host[i + 1]
-            for call in calls:
-                call.step = i
-            if ode:
-                state, ell = _ode_step(config, calls, state, sigma, sigma_next, ell, noise.keys, i, n_probes)
-            else:
-                denoised = [call(state, sigma) for call in calls]
-                state, ell, _ = ito_step(
-                    state, denoised, sigma, sigma_next, ell, NoiseDraw(noise, i, 0, sigma, sigma_next), config.mode,
-                    config.temperature, config.log_weights, config.bias, config.rcond, backend=backend,
-                )
+    noise = CounterNoise.from_seed(seed, x.shape[0], x.device, backend, rule.noise_stream)
+    ctx = StepContext(sigmas=host, sigmas_tensor=grid, noise=noise, backend=backend)
+    bar = progress_bar(len(host) - 1, progress, desc=f"fastdiff superpose {config.mode}")
+
+    def evaluate(z: torch.Tensor, sigma: float) -> list[torch.Tensor]:
+        """[D_1(z, sigma), ..., D_M(z, sigma)], with the autograd graph when the step asks for it (z requires grad)."""
+        with torch.set_grad_enabled(z.requires_grad):
+            return [call(z, sigma) for call in calls]
+
+    def on_step(i: int, out: StepOutput) -> None:
+        for call in calls:
+            call.step = i + 1
+        bar.update()
+
+    with torch.no_grad(), bar:
+        state = solve(rule, ctx, x.to(working_dtype(x.dtype)), evaluate, on_step)
     if watch is not None:
         watch.check()
-    return state.to(x.dtype), ell
+    return state.to(x.dtype), rule.ell
 
 
-def _ode_step(
-    config: Superposition,
-    calls: list[DenoiserCall],
-    x: torch.Tensor,
-    sigma: float,
-    sigma_next: float,
-    ell: torch.Tensor,
-    keys: torch.Tensor,
-    step: int,
-    n_probes: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Euler step of the superposed probability-flow ODE and the log q_i updates (Hutchinson divergences)."""
-    batch, acc = x.shape[0], x.dtype
-    numel = x[0].numel()
-    probes = [philox_normal(keys, numel, step, k, STREAM_PROBE, acc).view(x.shape) for k in range(n_probes)]
-    scores, divergences = [], []
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        for call in calls:
-            s = (call(xr, sigma) - xr) / sigma**2
-            div = torch.zeros(batch, dtype=acc, device=x.device)
-            for k, v in enumerate(probes):
-                (vjp,) = torch.autograd.grad(s, xr, v, retain_graph=k + 1 < n_probes)
-                div = div + (vjp * v).reshape(batch, -1).sum(1)
-            scores.append(s.detach().reshape(batch, -1))
-            divergences.append(div / n_probes)
-    s = torch.stack(scores, dim=1)  # [B, M, N]
-    div = torch.stack(divergences, dim=1)
-    gram = s @ s.mT
-    h = (sigma - sigma_next) * sigma  # -dsigma * sigma > 0
-    own = h * (div + torch.diagonal(gram, dim1=-2, dim2=-1))
-    log_w = torch.tensor(config.log_weights, dtype=acc, device=x.device)
-    if config.mode == "or":
-        kappa = reference.or_weights(ell, config.temperature, log_w)
-    else:
-        # ell_i + h (G kappa)_i - own_i - b_i equal for every i, sum kappa = 1 (regularized as the SDE path)
-        bias = torch.tensor(config.bias, dtype=acc, device=x.device)
-        eps = reference.regularization(gram, h, config.rcond)
-        matrix = h * gram + eps[:, None, None] * torch.eye(len(calls), dtype=acc, device=x.device)
-        kappa = reference.solve_bordered(matrix, bias - ell + own)
-    pull = (gram @ kappa[:, :, None]).squeeze(-1)  # <s_i, u>
-    x_next = x + h * (kappa[:, :, None] * s).sum(1).view(x.shape)
-    return x_next, ell - own + h * pull
-
+def _log_q_start(start: torch.Tensor | None, batch: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The estimates' starting values ell [B, M] in the working dtype: 0, plus `log_q_start` when given."""
+    ell = torch.zeros(batch, m, dtype=dtype, device=device)
+    if start is not None:
+        if not isinstance(start, torch.Tensor) or start.shape != ell.shape:
+            got = tuple(start.shape) if isinstance(start, torch.Tensor) else type(start).__name__
+            raise ValueError(f"log_q_start must be a [B, M] = {tuple(ell.shape)} tensor, got {got}")
+        check_sample(start, "log_q_start")
+        ell += start.to(ell)
+    return ell
