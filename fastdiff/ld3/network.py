@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.checkpoint import checkpoint as recompute
 
+from fastdiff.dtypes import working_dtype
+
 SIGMA_GRADS = ("auto", "autograd", "finite_difference")
 RELATIVE_STEP = 1e-5  # central difference in float64: error ~ step^2 + eps / step
 
@@ -41,7 +43,7 @@ class NetworkCall:
         return self._raw(x, sigma_batch)
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        dtype = working_dtype(x.dtype)
         if not isinstance(sigma, torch.Tensor):
             return self._call(x, torch.full((x.shape[0],), sigma, dtype=dtype, device=x.device))
         sigma = sigma.to(device=x.device)
@@ -59,7 +61,7 @@ class NetworkCall:
 
 def sigma_is_differentiable(denoiser: Callable, x: torch.Tensor, sigma: float, extra_args: dict | None = None) -> bool:
     """Whether the denoiser's output carries a gradient to its sigma input (probed on `x`)."""
-    dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+    dtype = working_dtype(x.dtype)
     s = torch.tensor(sigma, dtype=dtype, device=x.device, requires_grad=True)
     with torch.enable_grad():
         out = denoiser(x.detach(), s.expand(x.shape[0]), **(extra_args or {}))

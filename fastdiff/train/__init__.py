@@ -4,9 +4,10 @@ checkpoints, data that needs no download, and sampling split over ranks. TDC liv
 
 from fastdiff.train import networks
 from fastdiff.train.checkpoint import CheckpointError, load_checkpoint
+from fastdiff.train.config import TrainConfig
 from fastdiff.train.data import MixtureData, TensorData, TrainData, load_digits, toy_mixture
 from fastdiff.train.distributed import sample_distributed
-from fastdiff.train.loop import DivergenceError, TrainConfig, Trainer, ema_update, write_log
+from fastdiff.train.loop import DivergenceError, Trainer, ema_update, write_log
 from fastdiff.train.losses import cdm_loss, consistency_loss, dsm_loss, edm_weight
 
 __all__ = [

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from fastdiff.train.config import TrainConfig
+
 FORMAT = "fastdiff.train checkpoint 1"
 KEYS = ("model", "ema", "optimizer", "step", "log", "rng", "config", "denoiser")
 
@@ -130,7 +132,6 @@ def _describe(state: dict) -> str:
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """The checked contents of a `Trainer.save` checkpoint (module docstring); every problem is a `CheckpointError`
     naming `path`."""
-    from fastdiff.train.loop import TrainConfig  # loop imports this module
     from fastdiff.train.networks import make_denoiser
 
     name = repr(str(path))

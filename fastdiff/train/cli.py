@@ -145,9 +145,10 @@ def _agree(problem: str | None, rank: int, world: int, device: torch.device) -> 
 
 def _train_and_write(args: argparse.Namespace, device: torch.device) -> None:
     from fastdiff.train.checkpoint import CheckpointError, load_checkpoint
+    from fastdiff.train.config import TrainConfig
     from fastdiff.train.data import MixtureData, TensorData, load_digits, toy_mixture
     from fastdiff.train.distributed import rank_and_world
-    from fastdiff.train.loop import DivergenceError, TrainConfig, Trainer, write_log
+    from fastdiff.train.loop import DivergenceError, Trainer, write_log
     from fastdiff.train.networks import make_denoiser
 
     rank, world = rank_and_world()

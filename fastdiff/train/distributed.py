@@ -6,6 +6,7 @@ global batch; with per-sample seeds the union over ranks is the single-process r
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 
@@ -13,7 +14,8 @@ import torch
 import torch.distributed as dist
 
 from fastdiff.driver import sample
-from fastdiff.noise import STREAM_INITIAL, sample_seeds, seeds_to_keys
+from fastdiff.dtypes import working_dtype
+from fastdiff.noise import STREAM_INITIAL, seed_keys
 from fastdiff.ops.philox import philox_normal
 from fastdiff.validation import check_positive_int
 
@@ -44,14 +46,11 @@ def shard(n: int, rank: int, world: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
-def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Standard normal x_T `[len(seeds), *shape]`, sample b a fixed function of seeds[b] (counter stream STREAM_INITIAL)."""
-    numel = 1
-    for n in shape:
-        numel *= n
-    keys = seeds_to_keys(list(seeds), device)
-    work = torch.float64 if dtype == torch.float64 else torch.float32
-    return philox_normal(keys, numel, 0, 0, STREAM_INITIAL, dtype=work).view(len(seeds), *shape).to(dtype)
+def initial_noise(keys: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal x_T `[len(keys), *shape]` on the keys' device, sample b a fixed function of keys[b] (the
+    per-sample seeds as int64 keys, counter stream STREAM_INITIAL)."""
+    z = philox_normal(keys, math.prod(shape), 0, 0, STREAM_INITIAL, dtype=working_dtype(dtype))
+    return z.view(len(keys), *shape).to(dtype)
 
 
 def sample_distributed(
@@ -81,15 +80,13 @@ def sample_distributed(
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     device = torch.device(device)
     rank, world = rank_and_world()
-    seeds = sample_seeds(seed, n)
     start, end = shard(n, rank, world)
+    keys = seed_keys(seed, n, device)[start:end]
     grid = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
     if end > start:
-        x = initial_noise(seeds[start:end], shape, device, dtype) * grid[0]
+        x = initial_noise(keys, shape, dtype) * grid[0]
         with torch.no_grad():
-            local = sample(
-                denoiser, x, grid, solver, seed=seeds[start:end], progress=progress and rank == 0, **solver_options
-            )
+            local = sample(denoiser, x, grid, solver, seed=keys, progress=progress and rank == 0, **solver_options)
     else:
         local = torch.empty((0, *shape), device=device, dtype=dtype)
     if world == 1:

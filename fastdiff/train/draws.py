@@ -9,11 +9,13 @@ Each draw is addressed by a `slot` (an index that the loss assigns to one role, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-from fastdiff.noise import STREAM_TRAIN, sample_seeds, seeds_to_keys
+from fastdiff.dtypes import working_dtype
+from fastdiff.noise import STREAM_TRAIN, seed_keys
 from fastdiff.ops.philox import philox_normal
 
 
@@ -43,24 +45,16 @@ class CounterDraws(Draws):
     (seeds[b], e, slot, STREAM_TRAIN). A trainer gives every (step, sample) its own seed."""
 
     def __init__(self, seeds: Sequence[int] | torch.Tensor):
-        if isinstance(seeds, torch.Tensor) and seeds.dtype == torch.int64 and seeds.ndim == 1:
-            self.keys = seeds
-        else:
-            if isinstance(seeds, int) or seeds is None:
-                raise TypeError("seed must be a list of per-sample ints or an int64 [B] tensor, got "
-                                f"{type(seeds).__name__}")
-            listed = sample_seeds(seeds, len(seeds))
-            self.keys = seeds_to_keys(listed, torch.device("cpu"))
+        if isinstance(seeds, int) or seeds is None:
+            raise TypeError(f"seed must be a list of per-sample ints or an int64 [B] tensor, got {type(seeds).__name__}")
+        device = seeds.device if isinstance(seeds, torch.Tensor) else torch.device("cpu")
+        self.keys = seed_keys(seeds, len(seeds), device)
 
     def normal(self, batch, shape, slot, dtype, device):
         if batch != self.keys.shape[0]:
             raise ValueError(f"seed must hold one seed per sample: got {self.keys.shape[0]} seeds for batch size {batch}")
-        numel = 1
-        for n in shape:
-            numel *= n
-        keys = self.keys.to(device)
-        work = torch.float64 if dtype == torch.float64 else torch.float32
-        return philox_normal(keys, numel, 0, slot, STREAM_TRAIN, dtype=work).view(batch, *shape).to(dtype)
+        z = philox_normal(self.keys.to(device), math.prod(shape), 0, slot, STREAM_TRAIN, dtype=working_dtype(dtype))
+        return z.view(batch, *shape).to(dtype)
 
 
 def make_draws(generator: torch.Generator | None, seed: Sequence[int] | torch.Tensor | None) -> Draws:

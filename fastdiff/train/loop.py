@@ -33,15 +33,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from fastdiff.noise import sample_seeds, seeds_to_keys, splitmix64
+from fastdiff.noise import seed_keys, splitmix64
 from fastdiff.progress import progress_range
 from fastdiff.train.checkpoint import FORMAT, first_nonfinite, load_checkpoint, write_atomic
+from fastdiff.train.config import TrainConfig
 from fastdiff.train.data import TrainData
 from fastdiff.train.distributed import rank_and_world, shard
 from fastdiff.train.losses import cdm_loss, dsm_loss
 from fastdiff.train.networks import EDMPrecond, make_denoiser
-
-LOSSES = ("dsm", "cdm")
 
 
 class DivergenceError(RuntimeError):
@@ -54,42 +53,6 @@ class DivergenceError(RuntimeError):
         after = ("the trainer keeps the weights from before this step" if weights_intact else
                  "the weights are no longer finite; go back to a saved checkpoint")
         super().__init__(f"training diverged at step {step}: {reason} (lr {lr:g}); {after}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of a run. `batch_size` is the global batch (summed over ranks)."""
-
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
-    loss: str = "dsm"
-    lambda_cp: float = 10.0
-    ema_decay: float = 0.999
-    seed: int = 0
-    P_mean: float = -1.2
-    P_std: float = 1.2
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(f"{name} must be an int >= {0 if name == 'seed' else 1}, got {value!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for name, low in (("lr", 0.0), ("lambda_cp", None), ("P_mean", None), ("P_std", 0.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-            if low is not None and not value > low:
-                raise ValueError(f"{name} must be > {low}, got {value!r}")
-        if self.lambda_cp < 0:
-            raise ValueError(f"lambda_cp must be >= 0, got {self.lambda_cp!r}")
-        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @torch.no_grad()
@@ -182,8 +145,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(seed & ((1 << 63) - 1))
         start, end = shard(self.config.batch_size, self.rank, self.world)
         x0 = self.data.draw(self.config.batch_size, generator)[start:end].to(self.device)
-        seeds = sample_seeds(seed, self.config.batch_size)[start:end]
-        return x0, seeds_to_keys(seeds, self.device)
+        return x0, seed_keys(seed, self.config.batch_size, self.device)[start:end]
 
     def train_step(self) -> float:
         """One optimizer step and EMA update; returns the loss averaged over ranks. Raises `DivergenceError` (on every

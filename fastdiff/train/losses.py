@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from fastdiff.train.config import check_positive
 from fastdiff.train.draws import Draws, make_draws
-from fastdiff.validation import check_sample
+from fastdiff.validation import check_number, check_positive_int, check_sample
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Seeds = Sequence[int] | torch.Tensor | None
@@ -39,24 +40,14 @@ _SLOT_SIGMA, _SLOT_EPS, _SLOT_STEP_BACK = 0, 1, 2
 _SLOT_CHAINS = 16  # chain c (0 or 1), step i uses slot 16 + 16 c + i
 
 
-def _check_number(value: object, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    if nonnegative and not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return float(value)
-
-
 def _check_common(denoiser: object, x0: object, P_mean: float, P_std: float) -> None:
     if not callable(denoiser):
         raise TypeError(f"denoiser must be callable as denoiser(x, sigma), got {type(denoiser).__name__}")
     check_sample(x0, "x0")
     if x0.ndim < 2:
         raise ValueError(f"x0 must have shape [B, ...] with at least one data dimension, got shape {tuple(x0.shape)}")
-    _check_number(P_mean, "P_mean")
-    _check_number(P_std, "P_std", positive=True)
+    check_number(P_mean, "P_mean", -math.inf)
+    check_positive(P_std, "P_std")
 
 
 def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -72,12 +63,15 @@ def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
-def _noised(x0: torch.Tensor, draws: Draws, P_mean: float, P_std: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, sigma): sigma = exp(P_mean + P_std n) [B], x = x0 + sigma eps."""
+def _noised(
+    x0: torch.Tensor, P_mean: float, P_std: float, generator: torch.Generator | None, seed: Seeds
+) -> tuple[Draws, torch.Tensor, torch.Tensor]:
+    """(the batch's draws, x, sigma): sigma = exp(P_mean + P_std n) [B], x = x0 + sigma eps."""
+    draws = make_draws(generator, seed)
     n = draws.normal(x0.shape[0], (), _SLOT_SIGMA, x0.dtype, x0.device)
     sigma = (P_mean + P_std * n).exp()
     eps = draws.normal(x0.shape[0], tuple(x0.shape[1:]), _SLOT_EPS, x0.dtype, x0.device)
-    return x0 + _view(sigma, x0) * eps, sigma
+    return draws, x0 + _view(sigma, x0) * eps, sigma
 
 
 def _dsm_terms(denoised: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
@@ -100,9 +94,8 @@ def dsm_loss(
     variance sd^2 sigma^2 / (sd^2 + sigma^2) is 1 at every sigma).
     """
     _check_common(denoiser, x0, P_mean, P_std)
-    sigma_data = _check_number(sigma_data, "sigma_data", positive=True)
-    draws = make_draws(generator, seed)
-    x, sigma = _noised(x0, draws, P_mean, P_std)
+    sigma_data = check_positive(sigma_data, "sigma_data")
+    _, x, sigma = _noised(x0, P_mean, P_std, generator, seed)
     return _dsm_terms(denoiser(x, sigma), x0, sigma, sigma_data).mean()
 
 
@@ -146,11 +139,9 @@ def _consistency_terms(
 
 
 def _check_cdm(max_step: float, sigma_min: float, chain_steps: int) -> tuple[float, float]:
-    max_step = _check_number(max_step, "max_step", nonnegative=True)
-    sigma_min = _check_number(sigma_min, "sigma_min", positive=True)
-    if isinstance(chain_steps, bool) or not isinstance(chain_steps, int) or not 1 <= chain_steps <= 16:
-        raise ValueError(f"chain_steps must be an int in [1, 16], got {chain_steps!r}")
-    return max_step, sigma_min
+    if check_positive_int(chain_steps, "chain_steps") > 16:  # the chains' draw slots hold 16 steps
+        raise ValueError(f"chain_steps must be an int in [1, 16], got {chain_steps}")
+    return check_number(max_step, "max_step"), check_positive(sigma_min, "sigma_min")
 
 
 def consistency_loss(
@@ -169,8 +160,7 @@ def consistency_loss(
     each chain takes `chain_steps` Euler-Maruyama steps."""
     _check_common(denoiser, x0, P_mean, P_std)
     max_step, sigma_min = _check_cdm(max_step, sigma_min, chain_steps)
-    draws = make_draws(generator, seed)
-    x, sigma = _noised(x0, draws, P_mean, P_std)
+    draws, x, sigma = _noised(x0, P_mean, P_std, generator, seed)
     return _consistency_terms(denoiser, x, sigma, denoiser(x, sigma), draws, max_step, sigma_min, chain_steps).mean()
 
 
@@ -191,11 +181,10 @@ def cdm_loss(
     """L_dsm + lambda_cp L_cp on one noised batch: D(x, sigma) is evaluated once and serves both terms, so a step costs
     3 network evaluations with gradient and 2 chain_steps without."""
     _check_common(denoiser, x0, P_mean, P_std)
-    lambda_cp = _check_number(lambda_cp, "lambda_cp", nonnegative=True)
-    sigma_data = _check_number(sigma_data, "sigma_data", positive=True)
+    lambda_cp = check_number(lambda_cp, "lambda_cp")
+    sigma_data = check_positive(sigma_data, "sigma_data")
     max_step, sigma_min = _check_cdm(max_step, sigma_min, chain_steps)
-    draws = make_draws(generator, seed)
-    x, sigma = _noised(x0, draws, P_mean, P_std)
+    draws, x, sigma = _noised(x0, P_mean, P_std, generator, seed)
     denoised = denoiser(x, sigma)
     dsm = _dsm_terms(denoised, x0, sigma, sigma_data)
     cp = _consistency_terms(denoiser, x, sigma, denoised, draws, max_step, sigma_min, chain_steps)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fastdiff.train.config import TrainConfig
 from fastdiff.train.data import TrainData
-from fastdiff.train.loop import TrainConfig, Trainer
+from fastdiff.train.loop import Trainer
 from fastdiff.train.networks import EDMPrecond
 from fastdiff.train.tdc.noise_levels import group_dsm_loss
 
