@@ -122,18 +122,30 @@ THETA_CUTOFF = 1.5
 class MultistepStep:
     """One step of the multistep SRK (`fastdiff.solvers.srk`), h = log(sigma/sigma') > 0, stage at fraction theta.
 
-    The step's noise is split at theta h into the exact OU noise of the stage interval, N (variance
-    `stage_var` sigma^2), and of the rest, R (variance `rest_var` sigma'^2); the step's noise is
-    xi1 = e^{-2(1-theta)h} N + R, so Var xi1 = V1 = (1 - e^{-2h}) sigma'^2 and N, xi1 are coupled exactly as the
-    Brownian path couples them. `slope` is Phi0 (1/2 - theta) h: the corrector adds slope (D~ - D_prev)/gap.
+    The OU flow dx = 2 (D - x) dlambda keeps e^{-2t} of x over log-length t (`ou_decay`): `decay` = e^{-2h} over the
+    step, `stage_decay` = e^{-2 theta h} and `stage_rise` = 1 - e^{-2 theta h} over the stage interval, and
+    `noise_carry` = e^{-2(1-theta)h} over the rest. The step's noise is split at theta h into the exact OU noise of the
+    stage interval, N (variance `stage_var` sigma^2), and of the rest, R (variance `rest_var` sigma'^2); the step's
+    noise is xi1 = noise_carry N + R, so Var xi1 = V1 = `phi0` sigma'^2 with Phi0 = 1 - e^{-2h}, and N, xi1 are
+    coupled exactly as the Brownian path couples them. `slope` is Phi0 (1/2 - theta) h: the corrector adds
+    slope (D~ - D_prev)/gap.
     """
 
     h: float
     theta: float
+    decay: float
     phi0: float
+    stage_decay: float
+    stage_rise: float
     stage_var: float
+    noise_carry: float
     rest_var: float
     slope: float
+
+
+def ou_decay(t: float) -> tuple[float, float]:
+    """(e^{-2t}, 1 - e^{-2t}): the weights of x and D after log-length t of the OU flow dx = 2 (D - x) dlambda."""
+    return math.exp(-2.0 * t), -math.expm1(-2.0 * t)
 
 
 def stage_fraction(h: float, theta: float) -> float:
@@ -146,7 +158,24 @@ def multistep_form(h: float, theta: float) -> MultistepStep:
     h = _check_h(h)
     if not 0.0 <= theta < 1.0:
         raise ValueError(f"theta must be in [0, 1), got {theta!r}")
-    phi0 = -math.expm1(-2.0 * h)
-    stage_var = math.exp(-2.0 * theta * h) * -math.expm1(-2.0 * theta * h)
-    rest_var = -math.expm1(-2.0 * (1.0 - theta) * h)
-    return MultistepStep(h, theta, phi0, stage_var, rest_var, phi0 * (0.5 - theta) * h)
+    decay, phi0 = ou_decay(h)
+    stage_decay, stage_rise = ou_decay(theta * h)
+    noise_carry, rest_var = ou_decay((1.0 - theta) * h)
+    return MultistepStep(
+        h, theta, decay, phi0, stage_decay, stage_rise, stage_decay * stage_rise, noise_carry, rest_var, phi0 * (0.5 - theta) * h
+    )
+
+
+@dataclass(frozen=True)
+class VPStep:
+    """A step in VP coordinates y = alpha x, alpha = 1/sqrt(1 + sigma^2): h = log(alpha'/alpha) > 0."""
+
+    h: float
+    alpha: float
+    alpha_next: float
+
+
+def vp_step(sigma: float, sigma_next: float) -> VPStep:
+    """h = (log(1 + sigma^2) - log(1 + sigma'^2))/2, alpha and alpha' of the step sigma -> sigma'."""
+    h = 0.5 * (math.log1p(sigma**2) - math.log1p(sigma_next**2))
+    return VPStep(h, 1.0 / math.sqrt(1.0 + sigma**2), 1.0 / math.sqrt(1.0 + sigma_next**2))

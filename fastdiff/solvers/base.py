@@ -97,4 +97,3 @@ class Solver:
     def step(self, ctx: StepContext, i: int, x: torch.Tensor) -> Generator[Evaluation | StepOutput, torch.Tensor, None]:
         """Step i from x at sigmas[i] to sigmas[i + 1] > 0: yields evaluations, then the new state."""
         raise NotImplementedError
-

@@ -1,6 +1,7 @@
 """EDM's stochastic churn (Karras et al. 2022, Alg. 2): raise sigma to sigma_hat = (1 + gamma) sigma
 by adding noise of variance sigma_hat^2 - sigma^2, gamma = min(s_churn / N, sqrt(2) - 1) inside
-[s_tmin, s_tmax]. Shared by the Euler and Heun step rules."""
+[s_tmin, s_tmax]. Shared by the Euler and Heun step rules, as their step's start point (`Solver.start`), so the
+loop's denoising step to sigma' = 0 starts from the churned point too."""
 
 from __future__ import annotations
 
@@ -37,8 +38,13 @@ class Churn:
 
 
 class ChurnedSolver(Solver):
-    """Base of the step rules that take EDM's churn options (Euler, Heun)."""
+    """Base of the step rules that take EDM's churn options (Euler, Heun). Churn keeps their order (weak order with
+    churn, as tests/test_srk.py measures)."""
 
     def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0):
         self.churn = Churn(s_churn, s_tmin, s_tmax, s_noise)
         self.stochastic = self.churn.active
+
+    def start(self, ctx: StepContext, i: int, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(x^, sigma^) = x churned from sigma to sigma_hat (x itself where gamma = 0)."""
+        return self.churn.apply(ctx, i, x)

@@ -2,7 +2,7 @@
 
 x' = x + (sigma' - sigma_hat) (x - D(x, sigma_hat)) / sigma_hat, i.e. a x + b D with
 a = sigma'/sigma_hat, b = 1 - sigma'/sigma_hat. With churn, x is first noised from sigma to
-sigma_hat = (1 + gamma) sigma.
+sigma_hat = (1 + gamma) sigma (`ChurnedSolver.start`).
 """
 
 from __future__ import annotations
@@ -12,14 +12,19 @@ from fastdiff.solvers.base import Evaluation, StepOutput
 from fastdiff.solvers.churn import ChurnedSolver
 
 
+def euler_update(x, denoised, sigma, sigma_next, backend: str):
+    """x' = r x + (1 - r) D with r = sigma'/sigma: the Euler step x + (sigma' - sigma) (x - D)/sigma."""
+    ratio = sigma_next / sigma
+    return solver_step(x, [denoised], ratio, [1.0 - ratio], backend=backend)
+
+
 class Euler(ChurnedSolver):
     name = "euler"
     order = 1
+    evaluations_per_step = 1
     learnable_schedule = True
 
     def step(self, ctx, i, x):
-        x, sigma_hat = self.churn.apply(ctx, i, x)
-        denoised = yield Evaluation(x, sigma_hat)
-        ratio = ctx.sigmas[i + 1] / sigma_hat
-        x_next = solver_step(x, [denoised], ratio, [1.0 - ratio], backend=ctx.backend)
-        yield StepOutput(x_next, denoised, x, sigma_hat)
+        x_hat, sigma_hat = self.start(ctx, i, x)
+        denoised = yield Evaluation(x_hat, sigma_hat)
+        yield StepOutput(euler_update(x_hat, denoised, sigma_hat, ctx.sigmas[i + 1], ctx.backend), denoised, x_hat, sigma_hat)

@@ -3,8 +3,7 @@ in the ODE form of Karras et al. 2022).
 
 The step sigma -> sigma' is split into an Euler step to sigma_down and fresh noise of scale sigma_up:
 sigma_up = min(sigma', eta sqrt(sigma'^2 (sigma^2 - sigma'^2) / sigma^2)), sigma_down = sqrt(sigma'^2 - sigma_up^2),
-x' = (sigma_down/sigma) x + (1 - sigma_down/sigma) D + s_noise sigma_up z. eta = 0 is Euler (deterministic);
-the step to sigma' = 0 is x' = D and draws no noise.
+x' = (sigma_down/sigma) x + (1 - sigma_down/sigma) D + s_noise sigma_up z. eta = 0 is Euler (deterministic).
 """
 
 from __future__ import annotations
@@ -12,8 +11,8 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Evaluation, Solver, StepOutput
-from fastdiff.validation import check_number
+from fastdiff.solvers.base import Evaluation, StepOutput
+from fastdiff.solvers.eta_noise import EtaNoiseSolver
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
@@ -24,19 +23,16 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, 
     return math.sqrt(sigma_next**2 - sigma_up**2), sigma_up
 
 
-class EulerAncestral(Solver):
+class EulerAncestral(EtaNoiseSolver):
     name = "euler_ancestral"
-
-    def __init__(self, eta: float = 1.0, s_noise: float = 1.0):
-        self.eta = check_number(eta, "eta")
-        self.s_noise = check_number(s_noise, "s_noise")
-        self.stochastic = self.eta > 0.0 and self.s_noise > 0.0
+    order = 1
+    evaluations_per_step = 1
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = yield Evaluation(x, sigma)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         ratio = sigma_down / sigma
-        noise = [(self.s_noise * sigma_up, ctx.draw(i))] if self.stochastic and sigma_next > 0.0 else []
+        noise = [(self.s_noise * sigma_up, ctx.draw(i))] if self.stochastic else []
         x_next = solver_step(x, [denoised], ratio, [1.0 - ratio], noise=noise, backend=ctx.backend)
         yield StepOutput(x_next, denoised, x, sigma)

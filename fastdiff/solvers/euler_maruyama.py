@@ -1,8 +1,7 @@
 """Euler-Maruyama on the reverse SDE in variance time u = sigma^2 (Song et al. 2021, arXiv 2011.13456; ALGORITHMS.md 3).
 
 With Delta = sigma^2 - sigma'^2 and score s = (D - x)/sigma^2: x' = x + Delta s + s_noise sqrt(Delta) z, i.e.
-x' = (sigma'/sigma)^2 x + (1 - (sigma'/sigma)^2) D + s_noise sqrt(Delta) z. The step to sigma' = 0 is the
-denoising step x' = D and draws no noise. One evaluation per step.
+x' = (sigma'/sigma)^2 x + (1 - (sigma'/sigma)^2) D + s_noise sqrt(Delta) z. One evaluation per step.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from fastdiff.validation import check_number
 
 class EulerMaruyama(Solver):
     name = "euler_maruyama"
+    order = 1
+    evaluations_per_step = 1
 
     def __init__(self, s_noise: float = 1.0):
         self.s_noise = check_number(s_noise, "s_noise")
@@ -26,6 +27,6 @@ class EulerMaruyama(Solver):
         denoised = yield Evaluation(x, sigma)
         ratio = (sigma_next / sigma) ** 2
         delta = (sigma - sigma_next) * (sigma + sigma_next)
-        noise = [(self.s_noise * math.sqrt(delta), ctx.draw(i))] if self.stochastic and sigma_next > 0.0 else []
+        noise = [(self.s_noise * math.sqrt(delta), ctx.draw(i))] if self.stochastic else []
         x_next = solver_step(x, [denoised], ratio, [1.0 - ratio], noise=noise, backend=ctx.backend)
         yield StepOutput(x_next, denoised, x, sigma)

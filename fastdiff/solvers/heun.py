@@ -13,23 +13,22 @@ from __future__ import annotations
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, StepOutput
 from fastdiff.solvers.churn import ChurnedSolver
+from fastdiff.solvers.euler import euler_update
 
 
 class Heun(ChurnedSolver):
     name = "heun"
     order = 2
+    evaluations_per_step = 2
     learnable_schedule = True
 
     def step(self, ctx, i, x):
-        x, sigma_hat = self.churn.apply(ctx, i, x)
-        denoised = yield Evaluation(x, sigma_hat)
+        x_hat, sigma_hat = self.start(ctx, i, x)
+        denoised = yield Evaluation(x_hat, sigma_hat)
         sigma_next = ctx.sigmas[i + 1]
-        ratio = sigma_next / sigma_hat
-        x_euler = solver_step(x, [denoised], ratio, [1.0 - ratio], backend=ctx.backend)
-        if sigma_next == 0.0:
-            yield StepOutput(x_euler, denoised, x, sigma_hat)
-            return
+        x_euler = euler_update(x_hat, denoised, sigma_hat, sigma_next, ctx.backend)
         denoised_euler = yield Evaluation(x_euler, sigma_next)
+        ratio = sigma_next / sigma_hat
         c = (sigma_hat - sigma_next) / (2.0 * sigma_next)
-        x_next = solver_step(x, [denoised, denoised_euler], ratio, [1.0 - ratio - c, c], backend=ctx.backend)
-        yield StepOutput(x_next, denoised, x, sigma_hat)
+        x_next = solver_step(x_hat, [denoised, denoised_euler], ratio, [1.0 - ratio - c, c], backend=ctx.backend)
+        yield StepOutput(x_next, denoised, x_hat, sigma_hat)

@@ -4,7 +4,9 @@ the base solver of LD3, arXiv 2405.15506).
 x' = x + (sigma' - sigma) eps_bar with eps_bar = sum_j w_j eps_{i-j}, the weights by warm-start order
 1: (1), 2: (3, -1)/2, 3: (23, -16, 5)/12, 4: (55, -59, 37, -9)/24, the order growing by one per step up to
 `max_order`. Written as a x + sum_j b_j k_j over the current x and D and the stored (x, D) of earlier steps, so
-one solver step per evaluation and no eps tensor is ever materialized.
+one solver step per evaluation and no eps tensor is ever materialized. The Adams-Bashforth steps are of order
+`max_order` locally, but the first (Euler) step's O(h^2) local error stays in the result: the global order is 2
+(1 for max_order = 1, which is Euler), as tests/test_ode_order.py measures.
 
 The step to sigma' = 0 keeps the same formula, x' = x - sigma eps_bar (= D_i - sigma (eps_bar - eps_i)): the
 reference implementations (LD3's samplers/ipndm.py, diff-sampler's) stop at sigma_min > 0 and never take that
@@ -26,6 +28,7 @@ ADAMS_BASHFORTH = (
 
 class IPNDM(Solver):
     name = "ipndm"
+    evaluations_per_step = 1
     learnable_schedule = True
     denoises_at_zero = False  # the Adams-Bashforth formula is kept on the step to 0 (module docstring)
 
@@ -33,7 +36,7 @@ class IPNDM(Solver):
         if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= len(ADAMS_BASHFORTH):
             raise ValueError(f"max_order must be an int in [1, {len(ADAMS_BASHFORTH)}], got {max_order!r}")
         self.max_order = max_order
-        self.order = max_order  # of the Adams-Bashforth steps; the warm-up makes the global order 2 (tests/test_ode_order.py)
+        self.order = min(max_order, 2)  # the global order (module docstring)
         self.history: list[tuple] = []  # (x, D, sigma) of the previous steps, newest first
 
     def step(self, ctx, i, x):

@@ -14,11 +14,10 @@ for every theta. The free theta only moves the error constant: the leading h^2 v
 targets with uniform log-sigma steps changes sign at theta ~ 0.087 (measured, bench/SRK.md), hence the
 default 0.085. For steps with h >= 1.5 the stage falls back to the step start (`stage_fraction`), where the
 step is DPM-Solver++(2M) SDE's midpoint step, the most robust at very large steps; `theta=0` is that sampler.
-The first step has no D_prev and evaluates at its start (first-order exponential step); the step to
-sigma' = 0 is the denoising step x' = D(x, sigma). With counter noise the update regenerates z1 in the fused
-kernel (N = sigma sqrt(stage_var) z1) rather than reading x~, so it reads x, D~ and D_prev only; a noise_sampler's
-z1 is drawn once and N enters through x~. `coupled=False` draws N independent of the step's noise
-(same variances): the ablation. The callback reports the step's start (x, sigma) and its one evaluation D~.
+The first step has no D_prev and evaluates at its start (first-order exponential step). With counter noise the
+update regenerates z1 in the fused kernel (N = sigma sqrt(stage_var) z1) rather than reading x~, so it reads x, D~
+and D_prev only; a noise_sampler's z1 is drawn once and N enters through x~. `coupled=False` draws N independent of
+the step's noise (same variances): the ablation. The callback reports the step's start (x, sigma) and its one evaluation D~.
 """
 
 from __future__ import annotations
@@ -26,29 +25,25 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Evaluation, Solver, StepOutput
-from fastdiff.solvers.srk_noise import step_draws
+from fastdiff.solvers.base import Evaluation, StepOutput
+from fastdiff.solvers.srk_noise import CoupledNoiseSolver, step_draws
 from fastdiff.srk_coefficients import multistep_form, stage_fraction
-from fastdiff.validation import check_flag, check_number
+from fastdiff.validation import check_number
 
 DEFAULT_THETA = 0.085
 
 
-class SRK(Solver):
+class SRK(CoupledNoiseSolver):
     name = "srk"
-    stochastic = True
+    evaluations_per_step = 1
 
     def __init__(self, theta: float = DEFAULT_THETA, coupled: bool = True):
         self.theta = check_number(theta, "theta", 0.0, 0.5)
-        self.coupled = check_flag(coupled, "coupled")
+        super().__init__(coupled)
         self.previous = None  # (D_prev, lambda_prev)
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        if sigma_next == 0.0:
-            denoised = yield Evaluation(x, sigma)
-            yield StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
-            return
         h = math.log(sigma / sigma_next)
         theta = stage_fraction(h, self.theta) if self.previous is not None else 0.0
         k = multistep_form(h, theta)
@@ -56,37 +51,49 @@ class SRK(Solver):
             denoised = yield Evaluation(x, sigma)
             yield self._start_update(ctx, i, x, k, denoised)
             return
-        previous, lambda_prev = self.previous
+        D_prev, lambda_prev = self.previous
         z1, z2 = step_draws(ctx, i)
-        decay, rise = math.exp(-2.0 * theta * h), -math.expm1(-2.0 * theta * h)
-        stage_x = solver_step(x, [previous], decay, [rise], noise=[(sigma * math.sqrt(k.stage_var), z1)], backend=ctx.backend)
-        stage_lambda = -math.log(sigma) + theta * h
-        denoised = yield Evaluation(stage_x, math.exp(-stage_lambda))
-        b = k.slope / (stage_lambda - lambda_prev)
-        # The update's noise is kappa N + R, N = x~ - decay x - rise D_prev the stage's own noise.
-        kappa = math.exp(-2.0 * (1.0 - theta) * h) if self.coupled else 0.0
-        rest = k.rest_var if self.coupled else k.phi0
-        noise_rest = (sigma_next * math.sqrt(rest), z2)
+        N_std = sigma * math.sqrt(k.stage_var)  # N = N_std z1
+        R_std = sigma_next * math.sqrt(k.rest_var if self.coupled else k.phi0)  # R = R_std z2
+        carry = k.noise_carry if self.coupled else 0.0  # x' takes e^{-2(1-theta)h} N
+        # x~ = e^{-2 theta h} x + (1 - e^{-2 theta h}) D_prev + N
+        x_stage = solver_step(x, [D_prev], k.stage_decay, [k.stage_rise], noise=[(N_std, z1)], backend=ctx.backend)
+        lambda_stage = -math.log(sigma) + theta * h
+        D_stage = yield Evaluation(x_stage, math.exp(-lambda_stage))
+        gain = k.slope / (lambda_stage - lambda_prev)  # x' gains Phi0 (1/2 - theta) h (D~ - D_prev)/(lambda~ - lambda_prev)
         if ctx.noise.replayable:  # regenerate z1 in the kernel: reads x, D~, D_prev only
-            ks, bs = [denoised, previous], [k.phi0 + b, -b]
-            noise = [(kappa * sigma * math.sqrt(k.stage_var), z1), noise_rest]
-            x_next = solver_step(x, ks, math.exp(-2.0 * h), bs, noise=noise, backend=ctx.backend)
-        else:  # a noise_sampler's z1 is drawn once: N enters through x~
-            ks, bs = [denoised, previous, stage_x], [k.phi0 + b, -b - kappa * rise, kappa]
-            x_next = solver_step(x, ks, math.exp(-2.0 * h) - kappa * decay, bs, noise=[noise_rest], backend=ctx.backend)
-        self.previous = (denoised, stage_lambda)
-        yield StepOutput(x_next, denoised, x, sigma)
+            # x' = e^{-2h} x + (Phi0 + gain) D~ - gain D_prev + carry N + R
+            x_next = solver_step(
+                x,
+                [D_stage, D_prev],
+                k.decay,
+                [k.phi0 + gain, -gain],
+                noise=[(carry * sigma * math.sqrt(k.stage_var), z1), (R_std, z2)],
+                backend=ctx.backend,
+            )
+        else:  # a noise_sampler's z1 is drawn once: N enters as x~ - e^{-2 theta h} x - (1 - e^{-2 theta h}) D_prev
+            x_next = solver_step(
+                x,
+                [D_stage, D_prev, x_stage],
+                k.decay - carry * k.stage_decay,
+                [k.phi0 + gain, -gain - carry * k.stage_rise, carry],
+                noise=[(R_std, z2)],
+                backend=ctx.backend,
+            )
+        self.previous = (D_stage, lambda_stage)
+        yield StepOutput(x_next, D_stage, x, sigma)
 
     def _start_update(self, ctx, i, x, k, denoised):
-        """theta = 0, D evaluated at the step start: DPM-Solver++(2M) SDE's midpoint step (first-order on the first step)."""
+        """theta = 0, D evaluated at the step start: DPM-Solver++(2M) SDE's midpoint step (first-order on the first step),
+        x' = e^{-2h} x + Phi0 D + gain (D - D_prev) + sigma' sqrt(Phi0) z."""
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         lam = -math.log(sigma)
         ks, bs = [denoised], [k.phi0]
         if self.previous is not None:
-            previous, lambda_prev = self.previous
-            b = k.slope / (lam - lambda_prev)
-            ks, bs = [denoised, previous], [k.phi0 + b, -b]
+            D_prev, lambda_prev = self.previous
+            gain = k.slope / (lam - lambda_prev)
+            ks, bs = [denoised, D_prev], [k.phi0 + gain, -gain]
         noise = [(sigma_next * math.sqrt(k.phi0), ctx.draw(i))]
-        x_next = solver_step(x, ks, math.exp(-2.0 * k.h), bs, noise=noise, backend=ctx.backend)
+        x_next = solver_step(x, ks, k.decay, bs, noise=noise, backend=ctx.backend)
         self.previous = (denoised, lam)
         return StepOutput(x_next, denoised, x, sigma)

@@ -7,7 +7,6 @@ With h = log(sigma/sigma') and the coefficients of `fastdiff.srk_coefficients.da
 xi2 = sqrt(V2) z2 and xi1 = (C12/sqrt(V2)) z2 + sqrt(V1 - C12^2/V2) z1; the update takes its z2 part from x~,
 x' = ... + kappa (x~ - e^{-2ch} x - (1 - e^{-2ch}) D), kappa = C12/(B V2), so z2 is drawn once.
 `coupled=False` draws xi1 independent of xi2 (same variances): the ablation that loses the order.
-The step to sigma' = 0 is the denoising step x' = D(x, sigma).
 """
 
 from __future__ import annotations
@@ -15,39 +14,34 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import solver_step
-from fastdiff.solvers.base import Evaluation, Solver, StepOutput
-from fastdiff.solvers.srk_noise import step_draws
-from fastdiff.srk_coefficients import data_form
-from fastdiff.validation import check_flag
+from fastdiff.solvers.base import Evaluation, StepOutput
+from fastdiff.solvers.srk_noise import CoupledNoiseSolver, step_draws
+from fastdiff.srk_coefficients import data_form, ou_decay
 
 
-class SRKData(Solver):
+class SRKData(CoupledNoiseSolver):
     name = "srk_dp"
-    stochastic = True
-
-    def __init__(self, coupled: bool = True):
-        self.coupled = check_flag(coupled, "coupled")
+    evaluations_per_step = 2
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-        denoised = yield Evaluation(x, sigma)
-        if sigma_next == 0.0:
-            yield StepOutput(denoised, denoised, x, sigma)  # the denoising step x = D
-            return
+        D = yield Evaluation(x, sigma)
         k = data_form(math.log(sigma / sigma_next))
         z1, z2 = step_draws(ctx, i)
-        decay, rise = math.exp(-2.0 * k.c * k.h), -math.expm1(-2.0 * k.c * k.h)
-        stage_gain = k.B * k.noise.stage_scale
-        stage_x = solver_step(x, [denoised], decay, [rise], noise=[(stage_gain * sigma_next, z2)], backend=ctx.backend)
-        stage_denoised = yield Evaluation(stage_x, sigma * math.exp(-k.c * k.h))
-        scale1, scale2 = k.noise.update_scales(self.coupled)
-        kappa = scale2 / stage_gain
+        stage_decay, stage_rise = ou_decay(k.c * k.h)  # e^{-2ch}, 1 - e^{-2ch}
+        B_xi2 = k.B * k.noise.stage_scale  # B xi2 = B_xi2 sigma' z2 (variances in units of sigma'^2)
+        xi1_z1, xi1_z2 = k.noise.update_scales(self.coupled)  # xi1 = (xi1_z1 z1 + xi1_z2 z2) sigma'
+        kappa = xi1_z2 / B_xi2  # xi1's z2 part, read from x~
+        # x~ = e^{-2ch} x + (1 - e^{-2ch}) D + B xi2
+        x_stage = solver_step(x, [D], stage_decay, [stage_rise], noise=[(B_xi2 * sigma_next, z2)], backend=ctx.backend)
+        D_stage = yield Evaluation(x_stage, sigma * math.exp(-k.c * k.h))
+        # x' = e^{-2h} x + 2 w0 D + 2 w1 D~ + kappa (x~ - e^{-2ch} x - (1 - e^{-2ch}) D) + xi1_z1 sigma' z1
         x_next = solver_step(
             x,
-            [denoised, stage_denoised, stage_x],
-            math.exp(-2.0 * k.h) - kappa * decay,
-            [2.0 * k.w0 - kappa * rise, 2.0 * k.w1, kappa],
-            noise=[(scale1 * sigma_next, z1)],
+            [D, D_stage, x_stage],
+            math.exp(-2.0 * k.h) - kappa * stage_decay,
+            [2.0 * k.w0 - kappa * stage_rise, 2.0 * k.w1, kappa],
+            noise=[(xi1_z1 * sigma_next, z1)],
             backend=ctx.backend,
         )
-        yield StepOutput(x_next, denoised, x, sigma)
+        yield StepOutput(x_next, D, x, sigma)

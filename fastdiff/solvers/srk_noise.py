@@ -6,6 +6,7 @@ From the counter stream they are the Gaussians of (step i, stage 0) and (step i,
 geometric mean: a Brownian-tree sampler (the same noise for the same interval) then gives independent
 z1, z2, and a sampler returning fresh noise on every call works as well. Each Gaussian enters exactly
 one `solver_step` call (the update reuses z2 through the stage point), so neither is ever drawn twice.
+`CoupledNoiseSolver` is the base of the rules whose stage noise is coupled to the step's noise (`coupled`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import math
 
 from fastdiff.ops.solver_step import NoiseDraw
-from fastdiff.solvers.base import StepContext
+from fastdiff.solvers.base import Solver, StepContext
+from fastdiff.validation import check_flag
 
 
 def step_draws(ctx: StepContext, i: int) -> tuple[NoiseDraw, NoiseDraw]:
@@ -24,3 +26,14 @@ def step_draws(ctx: StepContext, i: int) -> tuple[NoiseDraw, NoiseDraw]:
         ctx.draw(i, stage=0, sigma=sigma, sigma_next=sigma_mid),
         ctx.draw(i, stage=1, sigma=sigma_mid, sigma_next=sigma_next),
     )
+
+
+class CoupledNoiseSolver(Solver):
+    """Base of the SRK rules (`srk`, `srk_dp`, `srk_score`). `coupled=False` keeps the variances of the two Gaussians
+    but draws them independently: the ablation, which loses the weak order 2 (measured in tests/test_srk.py)."""
+
+    stochastic = True
+
+    def __init__(self, coupled: bool = True):
+        self.coupled = check_flag(coupled, "coupled")
+        self.order = 2 if self.coupled else 1
