@@ -240,6 +240,14 @@ def test_guards_name_the_argument():
         superpose(models + [TARGET.denoiser], "and", bias=1.0)
     with pytest.raises(ValueError, match="ode=True"):
         sample_superposed(models, x, sigmas, "or", ode=True, eta=1.0)
+    with pytest.raises(ValueError, match="temperature must be a finite number, got nan"):
+        superpose(models, "or", temperature=float("nan"))
+    with pytest.raises(ValueError, match=r"bias\[1\] must be a finite number, got inf"):
+        superpose(models, "and", bias=[0.0, float("inf")])
+    with pytest.raises(ValueError, match="rcond must be in"):
+        superpose(models, "and", rcond=-1.0)
+    with pytest.raises(TypeError, match="progress must be True, False or None"):
+        sample_superposed(models, x, sigmas, "or", progress="yes")
 
 
 def test_and_with_identical_models_is_the_averaged_score_step():
@@ -250,3 +258,15 @@ def test_and_with_identical_models_is_the_averaged_score_step():
     plain, single = sample_superposed([TARGET.denoiser], x, sigmas, "or", seed=13)
     torch.testing.assert_close(samples, plain, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(log_q, single.expand(-1, 2), rtol=1e-10, atol=1e-10)
+
+
+def test_the_step_to_zero_is_the_rules_own():
+    """No separate denoising step: to sigma' = 0 the SDE step is x + Delta s + sqrt(Delta) z = D + sigma z (one model),
+    and the ODE step x + sigma^2 u lands at D."""
+    x = noise(8, [2.0], seed=14)
+    denoised = TARGET.denoiser(x, 2.0)
+    z = CounterNoise(sample_seeds(15, 8), x.device).draw(x, 0, 0)
+    sde, _ = sample_superposed([TARGET.denoiser], x, [2.0, 0.0], "or", seed=15, backend="reference")
+    torch.testing.assert_close(sde, denoised + 2.0 * z, rtol=1e-12, atol=1e-12)
+    ode, _ = sample_superposed([TARGET.denoiser], x, [2.0, 0.0], "or", seed=15, ode=True)
+    torch.testing.assert_close(ode, denoised, rtol=1e-12, atol=1e-12)
