@@ -11,11 +11,10 @@ LOSSES = ("dsm", "cdm")
 
 
 def check_positive(value: object, name: str) -> float:
-    """A finite number > 0 (`check_number` takes a closed range; this excludes its end 0)."""
-    value = check_number(value, name)
-    if value == 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
+    """A finite number > 0: `check_number`'s finite and >= 0, without the end 0."""
+    if check_number(value, name) == 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fastdiff.train.config import check_positive
+from fastdiff.validation import check_positive_int
+
 KINDS = ("mlp", "unet")
 
 
@@ -39,12 +42,6 @@ def _check_widths(widths: object, name: str, length: int | None = None) -> tuple
     if length is not None and len(out) != length:
         raise ValueError(f"{name} must have {length} entries, got {len(out)}: {widths!r}")
     return out
-
-
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 class FourierFeatures(nn.Module):
@@ -70,9 +67,9 @@ class MLPNet(nn.Module):
 
     def __init__(self, dim: int, widths: tuple[int, ...] = (128, 128, 128), emb_dim: int = 32):
         super().__init__()
-        self.dim = _check_int(dim, "dim")
+        self.dim = check_positive_int(dim, "dim")
         self.widths = _check_widths(widths, "widths")
-        self.emb_dim = _check_int(emb_dim, "emb_dim", 2)
+        self.emb_dim = check_positive_int(emb_dim, "emb_dim", 2)
         self.fourier = FourierFeatures(emb_dim)
         self.emb_mlp = nn.Linear(emb_dim, emb_dim)
         sizes = (dim, *self.widths)
@@ -132,9 +129,9 @@ class UNetNet(nn.Module):
         self, in_channels: int = 1, widths: tuple[int, ...] = (32, 64), emb_dim: int = 64, inner: tuple[int, ...] | None = None
     ):
         super().__init__()
-        self.in_channels = _check_int(in_channels, "in_channels")
+        self.in_channels = check_positive_int(in_channels, "in_channels")
         self.widths = _check_widths(widths, "widths")
-        self.emb_dim = _check_int(emb_dim, "emb_dim", 2)
+        self.emb_dim = check_positive_int(emb_dim, "emb_dim", 2)
         levels = len(self.widths)
         outs = [*self.widths, self.widths[-1], *reversed(self.widths)]
         self.inner = tuple(outs) if inner is None else _check_widths(inner, "inner", len(outs))
@@ -192,10 +189,8 @@ class EDMPrecond(nn.Module):
         super().__init__()
         if not isinstance(net, (MLPNet, UNetNet)):
             raise TypeError(f"net must be an MLPNet or UNetNet, got {type(net).__name__}")
-        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not sigma_data > 0:
-            raise ValueError(f"sigma_data must be a positive number, got {sigma_data!r}")
         self.net = net
-        self.sigma_data = float(sigma_data)
+        self.sigma_data = check_positive(sigma_data, "sigma_data")
 
     @property
     def kind(self) -> str:

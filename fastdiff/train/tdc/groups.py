@@ -15,6 +15,9 @@ import math
 
 import torch
 
+from fastdiff.train.config import check_positive
+from fastdiff.validation import check_number, check_positive_int
+
 
 def snr_db(sigma: float | torch.Tensor, sigma_data: float = 0.5) -> float | torch.Tensor:
     """20 log10(sigma_data / sigma)."""
@@ -28,23 +31,11 @@ def sigma_of_snr_db(db: float, sigma_data: float = 0.5) -> float:
     return sigma_data * 10.0 ** (-db / 20.0)
 
 
-def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _count(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
 def snr_group_edges(n_groups: int, sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5) -> list[float]:
     """N + 1 increasing sigma edges splitting [sigma_min, sigma_max] into N equal SNR-dB bins (the ends exact)."""
-    n = _count(n_groups, "n_groups")
-    lo, hi = _positive(sigma_min, "sigma_min"), _positive(sigma_max, "sigma_max")
-    sd = _positive(sigma_data, "sigma_data")
+    n = check_positive_int(n_groups, "n_groups")
+    lo, hi = check_positive(sigma_min, "sigma_min"), check_positive(sigma_max, "sigma_max")
+    sd = check_positive(sigma_data, "sigma_data")
     if not lo < hi:
         raise ValueError(f"sigma_min must be below sigma_max, got {lo} and {hi}")
     top, bottom = snr_db(lo, sd), snr_db(hi, sd)  # high SNR at low sigma
@@ -80,10 +71,10 @@ def group_index(sigma: torch.Tensor, edges: list[float]) -> torch.Tensor:
 
 def flops_budgets(n_groups: int, k: float, f_base: float) -> list[float]:
     """Budgets by difficulty rank i = 1..N (easiest first): (i/N + (N - i)/N k) F_base; rank N (hardest) is F_base."""
-    n = _count(n_groups, "n_groups")
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k <= 1:
+    n = check_positive_int(n_groups, "n_groups")
+    if check_number(k, "k", 0.0, 1.0) == 0:
         raise ValueError(f"k must be in (0, 1], got {k!r}")
-    f = _positive(f_base, "f_base")
+    f = check_positive(f_base, "f_base")
     return [(i / n + (n - i) / n * k) * f for i in range(1, n + 1)]
 
 

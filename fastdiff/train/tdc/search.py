@@ -18,6 +18,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from fastdiff.validation import check_positive_int
+
 Widths = tuple[int, ...]
 
 
@@ -45,9 +47,7 @@ class WidthSearch:
         self.full = tuple(int(w) for w in full)
         if not self.full or any(w < 1 for w in self.full):
             raise ValueError(f"full must be a non-empty sequence of positive widths, got {full!r}")
-        if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
-            raise ValueError(f"granularity must be an int >= 1, got {granularity!r}")
-        self.granularity = granularity
+        self.granularity = check_positive_int(granularity, "granularity")
         self.min_width = granularity if min_width is None else min_width
         self.budget = float(budget)
         self._flops_fn, self._score_fn = flops, score
