@@ -22,6 +22,7 @@ from fastdiff.grids import get_sigmas
 from fastdiff.metrics import energy_distance, sliced_wasserstein
 from fastdiff.progress import progress_range
 from fastdiff.solvers import SOLVERS, make_solver
+from fastdiff.stepping import evaluation_plan
 from fastdiff.toy import GaussianMixture
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
@@ -50,16 +51,9 @@ class DemoRow:
 
 
 def count_nfe(solver: str, steps: int, grid_kind: str) -> int:
-    """Network evaluations `solver` spends on a `steps`-step grid (a one-sample dry run)."""
-    calls = 0
-
-    def counting(x, sigma):
-        nonlocal calls
-        calls += 1
-        return torch.zeros_like(x)
-
-    sample(counting, torch.ones(1, 2), get_sigmas(grid_kind, steps, SIGMA_MIN, SIGMA_MAX), solver, seed=0)
-    return calls
+    """Network evaluations `solver` spends on a `steps`-step grid (a dry run of the walk, `fastdiff.stepping`)."""
+    grid = get_sigmas(grid_kind, steps, SIGMA_MIN, SIGMA_MAX).tolist()
+    return len(evaluation_plan(lambda: make_solver(solver), grid).sigmas)
 
 
 def steps_for_budget(solver: str, budget: int, grid_kind: str) -> int | None:

@@ -7,17 +7,18 @@ lives here, once, for every solver.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from fastdiff.backends import BACKENDS
+from fastdiff.dtypes import working_dtype
 from fastdiff.finite_watch import FiniteWatch
-from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.noise import SamplerNoise, device_keys, sample_seeds
 from fastdiff.ops.philox import CounterNoise
 from fastdiff.progress import progress_bar
 from fastdiff.solvers import StepContext, make_solver
-from fastdiff.stepping import solve
+from fastdiff.stepping import Evaluate, solve
 from fastdiff.validation import check_flag, check_grid, check_progress, check_sample
 
 Denoiser = Callable[..., torch.Tensor]
@@ -50,8 +51,7 @@ class DenoiserCall:
         self.what = what
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        sigma_dtype = x.dtype if x.dtype == torch.float64 else torch.float32
-        sigma_batch = torch.full((x.shape[0],), sigma, dtype=sigma_dtype, device=x.device)
+        sigma_batch = torch.full((x.shape[0],), sigma, dtype=working_dtype(x.dtype), device=x.device)
         model_input = x.to(self.model_dtype)
         out = self.denoiser(model_input, sigma_batch, **self.extra_args)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
@@ -65,15 +65,26 @@ class DenoiserCall:
         return out.to(x.dtype)
 
 
-def state_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Solver arithmetic is float64 for float64 samples, float32 otherwise (fp16/bf16 included)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+@runtime_checkable
+class Schedule(Protocol):
+    """A grid that comes with its own model times and the solver it was made for (`fastdiff.ld3.LearnedSchedule`):
+    the solver steps on `solver_grid()` and a request D(x, sigma_i) is answered with D(x, model_sigma_i). Methods only,
+    so that `isinstance` stays traceable under torch.compile."""
+
+    def solver_grid(self) -> list[float]:
+        """The grid sigma_0 > ... > sigma_N the solver steps on, as host floats."""
+
+    def check_solver(self, solver: str, options: dict) -> None:
+        """Raise ValueError unless the grid was made for `solver` with `options`."""
+
+    def at_model_times(self, evaluate: Evaluate) -> Evaluate:
+        """`evaluate(x, sigma)` answered at the model time of sigma."""
 
 
 def sample(
     denoiser: Denoiser,
     x: torch.Tensor,
-    sigmas: torch.Tensor | Sequence[float] | LearnedSchedule,
+    sigmas: torch.Tensor | Sequence[float] | Schedule,
     solver: str = "srk",
     *,
     seed: int | Sequence[int] | None = None,
@@ -97,9 +108,9 @@ def sample(
     Under torch.compile or CUDA graph capture pass `sigmas` as a list of floats (a tensor grid
     is read to the host once) and seeds as an int or a device tensor.
     `callback` gets k-diffusion's dict {'x', 'i', 'sigma', 'sigma_hat', 'denoised'} once per step.
-    `sigmas` may be a `fastdiff.ld3.LearnedSchedule`: the solver steps on its grid and the denoiser is evaluated at its
-    decoupled model times; a schedule learned for another solver or other solver options raises ValueError (pass
-    `schedule.sigmas` to run the bare grid anyway).
+    `sigmas` may be a `Schedule` such as `fastdiff.ld3.LearnedSchedule`: the solver steps on its grid and the denoiser
+    is evaluated at its decoupled model times; a schedule learned for another solver or other solver options raises
+    ValueError (pass `schedule.sigmas` to run the bare grid anyway).
     The run builds no autograd graph (as k-diffusion's samplers, under `torch.no_grad`) unless `differentiable=True`,
     for gradients through the sampler on purpose. With `check_finite` (the default) a model output with NaN or Inf
     raises `fastdiff.NonFiniteError` after the loop, naming the first step and sigma where it happened: the flags stay
@@ -109,12 +120,11 @@ def sample(
     check_flag(differentiable, "differentiable")
     check_flag(check_finite, "check_finite")
     check_sample(x)
-    model_times = None
-    if isinstance(sigmas, LearnedSchedule):
-        sigmas.check_solver(solver, solver_options)
-        model_times = sigmas.model_times()
-        sigmas = list(sigmas.sigma_list)
-    work_dtype = state_dtype(x.dtype)
+    schedule = None
+    if isinstance(sigmas, Schedule):
+        schedule, sigmas = sigmas, sigmas.solver_grid()
+        schedule.check_solver(solver, solver_options)
+    work_dtype = working_dtype(x.dtype)
     host_grid, grid = check_grid(sigmas, x.device, dtype=work_dtype)
     check_progress(progress)
     if backend != "auto" and backend not in BACKENDS:
@@ -126,16 +136,12 @@ def sample(
     if noise_sampler is not None:
         noise = SamplerNoise(noise_sampler)
     elif rule.stochastic:
-        keys = device_keys(seed, x.shape[0], x.device)
-        if keys is not None:
-            noise = CounterNoise.from_keys(keys, backend=backend)
-        else:
-            noise = CounterNoise(sample_seeds(seed, x.shape[0]), x.device, backend=backend)
-    elif seed is not None:
-        sample_seeds(seed, x.shape[0])  # validate even when unused, so a bad seed list never passes silently
+        noise = CounterNoise.from_seed(seed, x.shape[0], x.device, backend)
+    elif seed is not None and device_keys(seed, x.shape[0], x.device) is None:
+        sample_seeds(seed, x.shape[0])  # validated even when unused, so a bad seed list never passes silently
     watch = FiniteWatch() if check_finite else None
     evaluate = DenoiserCall(denoiser, x.dtype, extra_args, watch)
-    answer = evaluate if model_times is None else model_times.wrap(evaluate)
+    answer = evaluate if schedule is None else schedule.at_model_times(evaluate)
     ctx = StepContext(
         sigmas=host_grid,
         sigmas_tensor=grid.to(work_dtype),

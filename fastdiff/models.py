@@ -13,25 +13,27 @@ Sigma arithmetic runs in float64 for float64 inputs and float32 otherwise; the o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from fastdiff.dtypes import working_dtype
 from fastdiff.grids import vp_sigma, vp_time
+from fastdiff.validation import check_flag, check_number
 
 _PREDICTIONS = ("eps", "v")
 
 
-def _sigma_batch(sigma: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """sigma as a [B] tensor in the work dtype on x's device."""
+def sigma_batch(sigma: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sigma (a float, a 0-d tensor or a [B] tensor) as a [B] tensor in the working dtype of x, on x's device."""
     if not isinstance(x, torch.Tensor) or x.ndim < 1:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a tensor of shape [B, ...], got {got}")
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, torch.Tensor)):
         raise TypeError(f"sigma must be a float, a 0-d tensor or a [B] tensor, got {type(sigma).__name__}")
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    s = torch.as_tensor(sigma, dtype=work, device=x.device)
+    s = torch.as_tensor(sigma, dtype=working_dtype(x.dtype), device=x.device)
     if s.ndim == 0:
         return s.expand(x.shape[0])
     if s.shape != (x.shape[0],):
@@ -47,7 +49,7 @@ def _as_float64(value: float | torch.Tensor) -> torch.Tensor:
 def _check_betas(beta_min: float, beta_d: float) -> tuple[float, float]:
     """The linear-beta VP SDE's beta(t) = beta_min + beta_d t must be non-negative and not identically 0."""
     for name, value in (("beta_min", beta_min), ("beta_d", beta_d)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        if not check_number(value, name, low=-math.inf) >= 0:
             raise ValueError(f"{name} must be a non-negative number, got {value!r}")
     if not beta_min + beta_d > 0:
         raise ValueError(f"beta_min + beta_d must be positive, got beta_min={beta_min}, beta_d={beta_d}")
@@ -75,7 +77,7 @@ class _VPDenoiser(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
-        s = _sigma_batch(sigma, x)
+        s = sigma_batch(sigma, x)
         sb = _per_sample(s, x)
         alpha = torch.rsqrt(1.0 + sb**2)
         t = self.sigma_to_t(s)
@@ -118,9 +120,7 @@ class _DiscreteVPDenoiser(_VPDenoiser):
             raise ValueError(f"alphas_cumprod entries must lie in (0, 1), got {acp.min().item():g}..{acp.max().item():g}")
         if not bool((acp[1:] < acp[:-1]).all()):
             raise ValueError("alphas_cumprod must be strictly decreasing (noise grows with the timestep)")
-        if not isinstance(quantize, bool):
-            raise TypeError(f"quantize must be a bool, got {type(quantize).__name__}")
-        self.quantize = quantize
+        self.quantize = check_flag(quantize, "quantize")
         self._sigmas = ((1.0 - acp) / acp).sqrt()
         self._log_sigmas = self._sigmas.log()
         self._tables: dict[torch.device, torch.Tensor] = {}
@@ -191,7 +191,7 @@ class ContinuousVPEpsDenoiser(_VPDenoiser):
 
     def __init__(self, model: Callable[..., torch.Tensor], beta_min: float = 0.1, beta_d: float = 19.9, t_min: float = 1e-3):
         super().__init__(model, "eps")
-        if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0 < t_min < 1:
+        if not 0 < check_number(t_min, "t_min", low=-math.inf) < 1:
             raise ValueError(f"t_min must be in (0, 1), got {t_min!r}")
         self.beta_min, self.beta_d = _check_betas(beta_min, beta_d)
         self.t_min = float(t_min)
@@ -237,7 +237,7 @@ class ScoreDenoiser(nn.Module):
         self.beta_min, self.beta_d = _check_betas(beta_min, beta_d)
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
-        s = _sigma_batch(sigma, x)
+        s = sigma_batch(sigma, x)
         sb = _per_sample(s, x)
         if self.parameterization == "ve":
             score = self.score_fn(x, s, **extra_args)
@@ -280,8 +280,7 @@ class GroupedDenoiser(nn.Module):
                 raise ValueError(f"groups[{i}] must be (sigma_lo, sigma_hi, denoiser), got {len(item)} entries")
             lo, hi, model = item
             for name, v in (("sigma_lo", lo), ("sigma_hi", hi)):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0:
-                    raise ValueError(f"groups[{i}] {name} must be a non-negative number, got {v!r}")
+                check_number(v, f"groups[{i}] {name}", allow_inf=True)
             if not lo < hi:
                 raise ValueError(f"groups[{i}] needs sigma_lo < sigma_hi, got {lo} and {hi}")
             if not callable(model):
@@ -305,7 +304,7 @@ class GroupedDenoiser(nn.Module):
         return torch.bucketize(sigma.contiguous(), inner, right=True)
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
-        s = _sigma_batch(sigma, x)
+        s = sigma_batch(sigma, x)
         index = self.group_of(s)
         present = torch.unique(index).tolist()
         if len(present) == 1:

@@ -14,65 +14,62 @@ from __future__ import annotations
 from fastdiff.driver import sample
 
 
-def _progress(disable):
-    return None if disable is None else not disable
+def _k_sample(solver, model, x, sigmas, extra_args, callback, disable, **options):
+    """`fastdiff.sample` with k-diffusion's `disable`: True hides the progress bar, None shows it only on a terminal."""
+    progress = None if disable is None else not disable
+    return sample(model, x, sigmas, solver, extra_args=extra_args, callback=callback, progress=progress, **options)
 
 
 def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
                  s_tmax=float("inf"), s_noise=1.0, seed=None, backend="auto"):
     """Euler steps on the probability-flow ODE, with EDM churn (Karras et al. 2022, Alg. 2)."""
-    return sample(model, x, sigmas, "euler", extra_args=extra_args, callback=callback, progress=_progress(disable),
-                  seed=seed, backend=backend, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
+    return _k_sample("euler", model, x, sigmas, extra_args, callback, disable, seed=seed, backend=backend,
+                     s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
 
 
 def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
                 s_tmax=float("inf"), s_noise=1.0, seed=None, backend="auto"):
     """Heun steps on the probability-flow ODE, with EDM churn (Karras et al. 2022, Alg. 2); Euler on the step to 0."""
-    return sample(model, x, sigmas, "heun", extra_args=extra_args, callback=callback, progress=_progress(disable),
-                  seed=seed, backend=backend, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
+    return _k_sample("heun", model, x, sigmas, extra_args, callback, disable, seed=seed, backend=backend,
+                     s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
 
 
 def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, backend="auto"):
     """DPM-Solver++(2M), second-order multistep in log sigma (Lu et al. 2022, arXiv 2211.01095)."""
-    return sample(model, x, sigmas, "dpmpp_2m", extra_args=extra_args, callback=callback, progress=_progress(disable),
-                  backend=backend)
+    return _k_sample("dpmpp_2m", model, x, sigmas, extra_args, callback, disable, backend=backend)
 
 
 def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4, backend="auto"):
     """iPNDM, Adams-Bashforth on eps of order up to `max_order` (Zhang & Chen 2023; LD3's base solver, arXiv 2405.15506)."""
-    return sample(model, x, sigmas, "ipndm", extra_args=extra_args, callback=callback, progress=_progress(disable),
-                  backend=backend, max_order=max_order)
+    return _k_sample("ipndm", model, x, sigmas, extra_args, callback, disable, backend=backend, max_order=max_order)
 
 
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                            noise_sampler=None, seed=None, backend="auto"):
     """Ancestral sampling with Euler steps (DDPM's ancestral step, Ho et al. 2020, in Karras et al. 2022's form)."""
-    return sample(model, x, sigmas, "euler_ancestral", extra_args=extra_args, callback=callback,
-                  progress=_progress(disable), seed=seed, noise_sampler=noise_sampler, backend=backend, eta=eta,
-                  s_noise=s_noise)
+    return _k_sample("euler_ancestral", model, x, sigmas, extra_args, callback, disable, seed=seed,
+                     noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise)
 
 
 def sample_euler_maruyama(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0,
                           noise_sampler=None, seed=None, backend="auto"):
     """Euler-Maruyama on the reverse SDE in variance time sigma^2 (Song et al. 2021, arXiv 2011.13456)."""
-    return sample(model, x, sigmas, "euler_maruyama", extra_args=extra_args, callback=callback,
-                  progress=_progress(disable), seed=seed, noise_sampler=noise_sampler, backend=backend, s_noise=s_noise)
+    return _k_sample("euler_maruyama", model, x, sigmas, extra_args, callback, disable, seed=seed,
+                     noise_sampler=noise_sampler, backend=backend, s_noise=s_noise)
 
 
 def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                         noise_sampler=None, solver_type="midpoint", seed=None, backend="auto"):
     """DPM-Solver++(2M) SDE, 'midpoint' or 'heun' correction (Lu et al. 2022, arXiv 2211.01095)."""
-    return sample(model, x, sigmas, "dpmpp_2m_sde", extra_args=extra_args, callback=callback,
-                  progress=_progress(disable), seed=seed, noise_sampler=noise_sampler, backend=backend, eta=eta,
-                  s_noise=s_noise, solver_type=solver_type)
+    return _k_sample("dpmpp_2m_sde", model, x, sigmas, extra_args, callback, disable, seed=seed,
+                     noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise, solver_type=solver_type)
 
 
 def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                         noise_sampler=None, seed=None, backend="auto"):
     """DPM-Solver++(3M) SDE (Lu et al. 2022, arXiv 2211.01095; k-diffusion's third-order multistep variant)."""
-    return sample(model, x, sigmas, "dpmpp_3m_sde", extra_args=extra_args, callback=callback,
-                  progress=_progress(disable), seed=seed, noise_sampler=noise_sampler, backend=backend, eta=eta,
-                  s_noise=s_noise)
+    return _k_sample("dpmpp_3m_sde", model, x, sigmas, extra_args, callback, disable, seed=seed,
+                     noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise)
 
 
 def sample_srk(model, x, sigmas, extra_args=None, callback=None, disable=None, theta=0.085, coupled=True,
@@ -80,28 +77,28 @@ def sample_srk(model, x, sigmas, extra_args=None, callback=None, disable=None, t
     """Multistep stochastic Runge-Kutta, one evaluation per step: a stage at fraction `theta` of the step whose noise
     is the step's own Brownian path up to it (fastdiff's default stochastic sampler, ALGORITHMS.md sections 3, 11).
     A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
-    return sample(model, x, sigmas, "srk", extra_args=extra_args, callback=callback, progress=_progress(disable),
-                  seed=seed, noise_sampler=noise_sampler, backend=backend, theta=theta, coupled=coupled)
+    return _k_sample("srk", model, x, sigmas, extra_args, callback, disable, seed=seed, noise_sampler=noise_sampler,
+                     backend=backend, theta=theta, coupled=coupled)
 
 
 def sample_srk_dp(model, x, sigmas, extra_args=None, callback=None, disable=None, coupled=True, noise_sampler=None,
                   seed=None, backend="auto"):
     """Stochastic Runge-Kutta in data-prediction form, two evaluations per step (ALGORITHMS.md section 11).
     A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
-    return sample(model, x, sigmas, "srk_dp", extra_args=extra_args, callback=callback, progress=_progress(disable),
-                  seed=seed, noise_sampler=noise_sampler, backend=backend, coupled=coupled)
+    return _k_sample("srk_dp", model, x, sigmas, extra_args, callback, disable, seed=seed,
+                     noise_sampler=noise_sampler, backend=backend, coupled=coupled)
 
 
 def sample_srk_score(model, x, sigmas, extra_args=None, callback=None, disable=None, coupled=True, noise_sampler=None,
                      seed=None, backend="auto"):
     """Stochastic Runge-Kutta in score form on the VP process, two evaluations per step (ALGORITHMS.md section 3).
     A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
-    return sample(model, x, sigmas, "srk_score", extra_args=extra_args, callback=callback, progress=_progress(disable),
-                  seed=seed, noise_sampler=noise_sampler, backend=backend, coupled=coupled)
+    return _k_sample("srk_score", model, x, sigmas, extra_args, callback, disable, seed=seed,
+                     noise_sampler=noise_sampler, backend=backend, coupled=coupled)
 
 
 def sample_exp_em(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, seed=None,
                   backend="auto"):
     """First-order exponential integrator of the VP reverse SDE (SRK with w1 = 0), one evaluation per step."""
-    return sample(model, x, sigmas, "exp_em", extra_args=extra_args, callback=callback, progress=_progress(disable),
-                  seed=seed, noise_sampler=noise_sampler, backend=backend)
+    return _k_sample("exp_em", model, x, sigmas, extra_args, callback, disable, seed=seed,
+                     noise_sampler=noise_sampler, backend=backend)

@@ -151,3 +151,49 @@ def test_seed_none_follows_torch_manual_seed():
     a = sample_seeds(None, 2)
     torch.manual_seed(5)
     assert sample_seeds(None, 2) == a
+
+
+class HalvedModelTimes:
+    """A `fastdiff.driver.Schedule` that is not LD3's: the model is evaluated at half of each grid sigma."""
+
+    def __init__(self, sigmas):
+        self.sigma_list = [float(s) for s in sigmas]
+        self.checked = []
+
+    def solver_grid(self):
+        return self.sigma_list
+
+    def check_solver(self, solver, options):
+        self.checked.append((solver, options))
+
+    def at_model_times(self, evaluate):
+        return lambda x, sigma: evaluate(x, sigma / 2)
+
+
+def test_sample_runs_any_schedule_at_its_model_times():
+    from fastdiff.driver import Schedule
+
+    schedule = HalvedModelTimes(grid().tolist())
+    assert isinstance(schedule, Schedule)
+    seen = []
+
+    def recording(x, sigma):
+        seen.append(float(sigma[0]))
+        return torch.zeros_like(x)
+
+    fastdiff.sample(recording, torch.randn(2, 3), schedule, "euler", s_noise=1.0)
+    assert schedule.checked == [("euler", {"s_noise": 1.0})]
+    assert seen == pytest.approx([s / 2 for s in schedule.sigma_list[:-1]])
+    assert not isinstance(schedule.sigma_list, Schedule)
+
+
+def test_the_driver_and_the_walk_import_nothing_above_them():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fastdiff.driver, fastdiff.stepping; "
+        "print(sorted(m for m in sys.modules if m.startswith(('fastdiff.ld3', 'fastdiff.integrations', 'fastdiff.compose'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -16,6 +16,7 @@ import torch
 
 import fastdiff
 from fastdiff import sampling as K
+from fastdiff.driver import Schedule
 from fastdiff.ld3 import LearnedSchedule, learn_sigmas, learnable_solvers, steps_for_nfe
 from fastdiff.ld3.compare import best_hand_designed, compare
 from fastdiff.ld3.network import NetworkCall
@@ -185,6 +186,7 @@ def schedule(target):
 def test_sample_uses_grid_and_model_times(target, schedule):
     gm, x_T, _ = target
     x = x_T[:64]
+    assert isinstance(schedule, Schedule)  # what the driver takes as `sigmas`
     reference = solve(NetworkCall(gm.denoiser), "ipndm", {}, schedule.sigma_list, x, schedule.model_sigma_list)
     torch.testing.assert_close(fastdiff.sample(gm.denoiser, x, schedule, "ipndm"), reference, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(K.sample_ipndm(gm.denoiser, x, schedule), reference, rtol=1e-12, atol=1e-12)

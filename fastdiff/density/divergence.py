@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from fastdiff.dtypes import working_dtype
+
 Denoiser = Callable[..., torch.Tensor]
 
 
@@ -22,8 +24,7 @@ def vjp(denoiser: Denoiser, x: torch.Tensor, sigma: float, v: torch.Tensor, mode
     with torch.enable_grad():
         xs = x.detach().to(model_dtype).unsqueeze(0).expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
         xs.requires_grad_(True)
-        sigma_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        out = denoiser(xs, torch.full((n * batch,), sigma, dtype=sigma_dtype, device=x.device))
+        out = denoiser(xs, torch.full((n * batch,), sigma, dtype=working_dtype(x.dtype), device=x.device))
         if not isinstance(out, torch.Tensor) or out.shape != xs.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"denoiser must return a tensor shaped like its input {tuple(xs.shape)}, got {got}")

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
+from fastdiff.validation import check_positive_int
+
 # k-diffusion / fastdiff sampler options and the value each must have for the noise to be the forward process's.
 _FORWARD_NOISE = {"s_noise": 1.0, "eta": 1.0, "s_churn": 0.0}
 _WHAT_IT_DOES = {
@@ -72,10 +74,8 @@ class ItoDensity:
                  device: torch.device | str = "cpu", start: torch.Tensor | None = None):
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be float32 or float64 (the accumulation dtype), got {dtype}")
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be a positive int, got {batch!r}")
-        if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
-            raise ValueError(f"n_models must be a positive int, got {n_models!r}")
+        check_positive_int(batch, "batch")
+        check_positive_int(n_models, "n_models")
         self.log_q = torch.zeros(batch, n_models, dtype=dtype, device=device)
         if start is not None:
             if not isinstance(start, torch.Tensor) or start.shape != self.log_q.shape:

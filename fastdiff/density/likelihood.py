@@ -10,6 +10,10 @@ along the flow, and the density falls as sigma grows (the divergence is positive
 The divergence of D is exact
 (autograd, one vector-Jacobian product per dimension) or Hutchinson's estimate v^T (dD/dx) v
 averaged over `n_probes` probes (Hutchinson 1990; FFJORD, Grathwohl et al. 2019).
+
+The integrator here is its own, not a step rule of `fastdiff.solvers` walked by `fastdiff.stepping`: it runs up the
+grid (sigma_min -> sigma_max), carries the log-density integral beside the state, and takes a divergence at every
+stage, so its Euler and Heun stages (`_stages`) fuse the state update with the trace term (`fastdiff.ops.trace_step`).
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import torch
 
 from fastdiff.backends import resolve_backend
 from fastdiff.density.divergence import Denoiser, exact_divergence, vjp
+from fastdiff.dtypes import working_dtype
 from fastdiff.finite_watch import FiniteWatch
-from fastdiff.noise import device_keys, sample_seeds, seeds_to_keys
+from fastdiff.noise import seed_keys
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.ops.trace_step import SUPPORTED_BACKENDS, probes, trace_step
 from fastdiff.progress import progress_range
 from fastdiff.reference.trace_step import PROBE_STRIDE, PROBES
-from fastdiff.validation import check_flag, check_sample
+from fastdiff.validation import check_flag, check_positive_int, check_sample
 
 ESTIMATORS = ("hutchinson", "exact")
 INTEGRATORS = ("heun", "euler")
@@ -92,9 +97,7 @@ def increasing_grid(sigmas: object) -> list[float]:
 def _check_options(estimator: object, n_probes: object, probe: object, solver: object) -> None:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    if isinstance(n_probes, bool) or not isinstance(n_probes, int):
-        raise TypeError(f"n_probes must be an int, got {type(n_probes).__name__}")
-    if not 1 <= n_probes <= PROBE_STRIDE:
+    if not 1 <= check_positive_int(n_probes, "n_probes", minimum=-math.inf) <= PROBE_STRIDE:
         raise ValueError(f"n_probes must be in [1, {PROBE_STRIDE}], got {n_probes}")
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
@@ -186,13 +189,10 @@ def ode_log_likelihood(
     if prior is not None and not callable(prior):
         raise TypeError(f"prior must be a callable log p_T(x) -> [B], got {type(prior).__name__}")
     batch = x0.shape[0]
-    keys = device_keys(seed, batch, x0.device)
-    if keys is None:
-        seeds = sample_seeds(seed, batch)  # validated even where the exact estimator draws no probes
-        keys = seeds_to_keys(seeds, x0.device) if estimator == "hutchinson" else None
+    keys = seed_keys(seed, batch, x0.device)  # validated even where the exact estimator draws no probes
     check_flag(check_finite, "check_finite")
     watch = FiniteWatch() if check_finite else None
-    state = torch.float64 if x0.dtype == torch.float64 else torch.float32
+    state = working_dtype(x0.dtype)
     d = x0[0].numel()
     with torch.no_grad():
         x = x0.to(state)

@@ -11,12 +11,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from fastdiff.stepping import host_float
+
 Evaluate = Callable[[torch.Tensor, object], torch.Tensor]
-
-
-def host_value(sigma: float | torch.Tensor) -> float:
-    """A grid point as a Python float (a 0-d tensor is read without its graph)."""
-    return float(sigma.detach()) if isinstance(sigma, torch.Tensor) else float(sigma)
 
 
 class ModelTimes:
@@ -25,14 +22,14 @@ class ModelTimes:
     def __init__(self, sigmas: Sequence, model_sigmas: Sequence):
         if len(sigmas) != len(model_sigmas):
             raise ValueError(f"sigmas and model_sigmas must have the same length, got {len(sigmas)} and {len(model_sigmas)}")
-        self._index = {host_value(s): j for j, s in enumerate(sigmas)}
+        self._index = {host_float(s): j for j, s in enumerate(sigmas)}
         self._model = list(model_sigmas)
 
     def __call__(self, sigma: float | torch.Tensor) -> float | torch.Tensor:
-        j = self._index.get(host_value(sigma))
+        j = self._index.get(host_float(sigma))
         if j is None:
             raise ValueError(
-                f"sigma {host_value(sigma)!r} is not a point of the learned grid: decoupled model times exist only at "
+                f"sigma {host_float(sigma)!r} is not a point of the learned grid: decoupled model times exist only at "
                 "grid points (a solver option such as churn moved the evaluation)"
             )
         return self._model[j]

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from fastdiff.ld3.model_time import ModelTimes
+from fastdiff.ld3.model_time import Evaluate, ModelTimes
 from fastdiff.ld3.solvers import resolve_solver
 
 FORMAT = "fastdiff.ld3.schedule"
@@ -32,8 +32,8 @@ _ENDPOINT_RTOL = 1e-12
 @dataclass(frozen=True)
 class LearnedSchedule:
     """A learned grid. `.sigmas` / `.model_sigmas` are float64 CPU tensors; pass the schedule itself as `sigmas` to
-    `fastdiff.sample` (or a `fastdiff.sampling` function) with its solver to sample with both. `solver_options`
-    holds the options that differ from the solver's defaults."""
+    `fastdiff.sample` (or a `fastdiff.sampling` function) with its solver to sample with both (it is a
+    `fastdiff.driver.Schedule`). `solver_options` holds the options that differ from the solver's defaults."""
 
     solver: str
     solver_options: dict
@@ -67,6 +67,14 @@ class LearnedSchedule:
 
     def model_times(self) -> ModelTimes:
         return ModelTimes(self.sigma_list, self.model_sigma_list)
+
+    def solver_grid(self) -> list[float]:
+        """The grid as host floats (the driver's `Schedule`)."""
+        return list(self.sigma_list)
+
+    def at_model_times(self, evaluate: Evaluate) -> Evaluate:
+        """`evaluate(x, sigma)` answered at the model time of sigma (the driver's `Schedule`)."""
+        return self.model_times().wrap(evaluate)
 
     # ----------------------------------------------------------------- checks
     def validate(self) -> None:

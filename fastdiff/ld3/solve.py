@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from fastdiff.ld3.model_time import ModelTimes, host_value
+from fastdiff.ld3.model_time import ModelTimes
 from fastdiff.solvers import StepContext, make_solver
+from fastdiff.stepping import host_float
 from fastdiff.stepping import solve as walk
 
 
@@ -27,7 +28,7 @@ def solve(
     """x at sigmas[0] -> the state at sigmas[-1]; `network(x, sigma)` is evaluated at model_sigmas where given."""
     rule = make_solver(solver, **options)
     points = list(sigmas)
-    host = torch.tensor([host_value(s) for s in points], dtype=torch.float64, device=x.device)
+    host = torch.tensor([host_float(s) for s in points], dtype=torch.float64, device=x.device)
     ctx = StepContext(sigmas=points, sigmas_tensor=host.to(x.dtype), noise=None, backend=backend)
     evaluate = network if model_sigmas is None else ModelTimes(points, list(model_sigmas)).wrap(network)
     return walk(rule, ctx, x, evaluate)

@@ -17,6 +17,7 @@ import math
 
 from fastdiff.solvers import SOLVERS, make_solver
 from fastdiff.stepping import evaluation_plan
+from fastdiff.validation import check_positive_int
 
 
 def learnable_solvers() -> tuple[str, ...]:
@@ -53,10 +54,7 @@ def count_evaluations(solver: str, options: dict, steps: int, to_zero: bool) -> 
 
 def steps_for_nfe(solver: str, options: dict, nfe: int, to_zero: bool) -> tuple[int, int]:
     """(steps, evaluations): the most steps of `solver` whose evaluations fit `nfe`."""
-    if isinstance(nfe, bool) or not isinstance(nfe, int):
-        raise TypeError(f"nfe must be an int, got {type(nfe).__name__}")
-    if nfe < 1:
-        raise ValueError(f"nfe must be >= 1 (network evaluations per sample), got {nfe}")
+    check_positive_int(nfe, "nfe")
     # evaluations grow with the steps, so bisect for the most steps that fit (a linear scan is O(nfe^2) dry steps)
     fits, used = 0, 0
     too_many = nfe + 1

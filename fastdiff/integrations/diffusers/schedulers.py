@@ -5,15 +5,16 @@ DPMSolverMultistepScheduler does (`init_noise_sigma = 1`, identity `scale_model_
 pipelines that scale the initial noise and the model input (Stable Diffusion) and in those that do not (DDPMPipeline,
 DDIMPipeline); it converts to fastdiff's VE form internally (`vp_table`).
 
-A step rule is a generator of evaluation requests (`fastdiff.solvers.base`). `set_timesteps` builds the grid
-(`timestep_grids`) and lists the solver's evaluation sigmas by a dry run (`run.evaluation_plan`); their fractional
-training timesteps are `timesteps`, one per network evaluation. Every `step()` answers the pending request with
-the model output converted to D(x, sigma), advances the running generator (`run.SolverRun`), and returns the point of
-the next request as `prev_sample`, where the pipeline evaluates the model next. A solver spending k evaluations per
-step has `order = k` and k timesteps per step (diffusers' convention for `order > 1`: the progress bar advances once
-per step). Where a pipeline changes the sample between calls (inpainting blends, step-end callbacks), D is taken at the
-changed sample, where the model saw it, and a step whose first evaluation is pending starts again from it; inside a
-step (SRK's stage evaluations) the step keeps its own state, as HeunDiscreteScheduler does.
+A step rule is a generator of evaluation requests (`fastdiff.solvers.base`), walked by `fastdiff.stepping` as in
+`fastdiff.sample`. `set_timesteps` builds the grid (`timestep_grids`) and lists the solver's evaluation sigmas by a dry
+run (`stepping.evaluation_plan`); their fractional training timesteps are `timesteps`, one per network evaluation.
+Every `step()` answers the pending request with the model output converted to D(x, sigma), advances the run
+(`stepping.SolverRun`), and returns the point of the next request as `prev_sample`, where the pipeline evaluates the
+model next. diffusers' `order` is the evaluations per step: a solver spending k evaluations per step has `order = k`
+and k timesteps per step (diffusers' convention for `order > 1`: the progress bar advances once per step). Where a
+pipeline changes the sample between calls (inpainting blends, step-end callbacks), D is taken at the changed sample,
+where the model saw it, and a step whose first evaluation is pending starts again from it; inside a step (SRK's stage
+evaluations) the step keeps its own state, as HeunDiscreteScheduler does.
 
 Config (`COMMON_CONFIG`), first diffusers' keys: the betas (`beta_schedule` linear / scaled_linear / squaredcos_cap_v2,
 `trained_betas`, `rescale_betas_zero_snr`), `prediction_type` epsilon / v_prediction / sample, `variance_type` (with
@@ -45,10 +46,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin, SchedulerOutput
 
 from fastdiff.backends import BACKENDS
-from fastdiff.driver import state_dtype
+from fastdiff.dtypes import working_dtype
 from fastdiff.finite_watch import FiniteWatch
 from fastdiff.integrations.diffusers.config_keys import check_foreign_keys
-from fastdiff.integrations.diffusers.run import EvaluationPlan, SolverRun, evaluation_plan
 from fastdiff.integrations.diffusers.seeds import run_noise
 from fastdiff.integrations.diffusers.thresholding import X0Limit
 from fastdiff.integrations.diffusers.timestep_grids import (
@@ -62,8 +62,9 @@ from fastdiff.integrations.diffusers.timestep_grids import (
 from fastdiff.integrations.diffusers.vp_table import PREDICTION_TYPES, VPTable, denoised, to_ve, to_vp, training_betas
 from fastdiff.ld3.model_time import ModelTimes
 from fastdiff.ld3.schedule import LearnedSchedule
-from fastdiff.solvers import SOLVERS, StepContext, make_solver
-from fastdiff.validation import check_flag
+from fastdiff.solvers import SOLVERS, Solver, StepContext, make_solver
+from fastdiff.stepping import EvaluationPlan, SolverRun, evaluation_plan
+from fastdiff.validation import check_flag, check_number, check_positive_int
 
 PUBLIC_MODULE = "fastdiff.integrations.diffusers"
 # Config keys of every fastdiff scheduler: diffusers' (defaults as in DPMSolverMultistepScheduler), then fastdiff's.
@@ -112,6 +113,12 @@ _SOLVER_OPTIONS = frozenset(
 )
 
 
+# solver name -> scheduler class, filled as the scheduler classes below are defined (FastdiffScheduler.__init_subclass__)
+SCHEDULERS: dict[str, type[FastdiffScheduler]] = {}
+# a grid of two steps that end above 0: its dry run counts a solver's evaluations per step
+_PLAN_GRID = [1.0, 0.5, 0.25]
+
+
 @dataclass
 class FastdiffSchedulerOutput(SchedulerOutput):
     """`prev_sample`: where the pipeline evaluates the model next (the final sample after the last call);
@@ -120,8 +127,8 @@ class FastdiffSchedulerOutput(SchedulerOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+def _check_positive(value: object, name: str) -> float:
+    if not check_number(value, name) > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -153,8 +160,8 @@ def _config_init(solver: str, extra: dict):
 
 
 class FastdiffScheduler(SchedulerMixin, ConfigMixin):
-    """Base of the fastdiff schedulers; a subclass names its step rule in `solver` and its evaluations per step in
-    `order`. See the module docstring for how it runs and what it is configured with."""
+    """Base of the fastdiff schedulers; a subclass names its step rule in `solver`, and `order` (diffusers' name for
+    the evaluations per step) follows from it. See the module docstring for how it runs and what it is configured with."""
 
     solver: ClassVar[str]
     order: ClassVar[int] = 1
@@ -165,8 +172,10 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         super().__init_subclass__(**kwargs)
         if "solver" in cls.__dict__:
             cls.__init__ = _config_init(cls.solver, cls.extra_config)
+            cls.order = evaluation_plan(SOLVERS[cls.solver], _PLAN_GRID).max_per_step
         if cls.__module__ == __name__:
             cls.__module__ = PUBLIC_MODULE  # a saved pipeline records the class's module: record the public one
+            SCHEDULERS[cls.solver] = cls
 
     def __init__(self, *args, **kwargs):
         raise TypeError("FastdiffScheduler is a base class; use one of fastdiff.integrations.diffusers.SCHEDULERS")
@@ -202,15 +211,13 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         self._configure_extra(config)
         if config["timestep_spacing"] not in TIMESTEP_SPACINGS:
             raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {config['timestep_spacing']!r}")
-        offset = config["steps_offset"]
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"steps_offset must be a non-negative int, got {offset!r}")
+        check_positive_int(config["steps_offset"], "steps_offset", minimum=0)
         if config["backend"] not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {config['backend']!r}")
         seed = config["seed"]
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-        _check_positive("rho", config["rho"])
+        _check_positive(config["rho"], "rho")
         check_flag(config["check_finite"], "check_finite")
         betas = training_betas(
             config["num_train_timesteps"],
@@ -260,6 +267,21 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         make_solver(self.solver, **options)  # validates the options, naming any bad one
         return options
 
+    def _new_solver(self) -> Solver:
+        return make_solver(self.solver, **self._options)
+
+    def _evaluation_plan(self, grid: list[float], fresh_steps: frozenset[int]) -> EvaluationPlan:
+        """The solver's evaluation sigmas on `grid`; raises unless its first request is D(x, sigmas[0]) at its input:
+        a pipeline evaluates the model on the sample it holds, so a run must start there."""
+        plan = evaluation_plan(self._new_solver, grid, fresh_steps)
+        if not plan.starts_at_input:
+            raise ValueError(
+                f"solver {self.solver!r} with options {self._options} does not first evaluate D at its input (x, sigmas[0]), "
+                "where a diffusers pipeline evaluates the model on the sample it holds (EDM churn on the first step does "
+                "that: keep sigmas[0] above s_tmax)"
+            )
+        return plan
+
     def _resolve_schedule(self, config: dict) -> str:
         schedule = config["schedule"]
         if schedule not in SCHEDULES:
@@ -274,7 +296,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
                 f"schedule='learned' and sigmas_file go together: got schedule={schedule!r}, "
                 f"sigmas_file={config['sigmas_file']!r}"
             )
-        bounds = [_check_positive(name, config[name]) for name in ("sigma_min", "sigma_max") if config[name] is not None]
+        bounds = [_check_positive(config[name], name) for name in ("sigma_min", "sigma_max") if config[name] is not None]
         self._table.check_sigma_range(bounds, "sigma_min and sigma_max")
         if config["sigma_min"] is not None and config["sigma_max"] is not None and not config["sigma_min"] < config["sigma_max"]:
             raise ValueError(f"sigma_min must be < sigma_max, got {config['sigma_min']} and {config['sigma_max']}")
@@ -370,7 +392,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         else:
             grid = self._scheduled_grid(num_inference_steps, to_zero)
         fresh = self._history_resets(grid)
-        plan = evaluation_plan(self.solver, self._options, grid, fresh)
+        plan = self._evaluation_plan(grid, fresh)
         if plan.max_per_step > self.order:
             raise RuntimeError(
                 f"{type(self).__name__}.order = {self.order} but {self.solver!r} evaluates {plan.max_per_step} times in a step"
@@ -460,7 +482,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The VP sample sqrt(abar) x0 + sqrt(1 - abar) noise at (fractional) training timesteps; no host sync."""
-        work = state_dtype(original_samples.dtype)
+        work = working_dtype(original_samples.dtype)
         t = torch.as_tensor(timesteps, device=original_samples.device).reshape(-1)
         sigma = self._table.sigmas_at(t, work).view(-1, *([1] * (original_samples.ndim - 1)))
         alpha = torch.rsqrt(1.0 + sigma * sigma)
@@ -489,7 +511,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
                     "to start a run elsewhere than at timesteps[0]"
                 )
             index = int(hits[0])
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self._plan.sigmas):
+        if not check_positive_int(index, "begin index", minimum=0) < len(self._plan.sigmas):
             raise ValueError(f"begin index must be an int in [0, {len(self._plan.sigmas)}), got {index!r}")
         return index
 
@@ -503,8 +525,8 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
                 f"{type(self).__name__} cannot start a run at timesteps[{first}] (inside a step of "
                 f"{self.order} evaluations); start at a multiple of scheduler.order"
             )
-        solver = make_solver(self.solver, **self._options)
-        work = state_dtype(sample.dtype)
+        solver = self._new_solver()
+        work = working_dtype(sample.dtype)
         noise = None
         if solver.stochastic:
             noise = run_noise(sample.shape[0], sample.device, generator, self.config.seed, self.config.backend)
@@ -517,7 +539,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         self._step_index = first
         self._watch = FiniteWatch("check_finite=False in the scheduler's config") if self.config.check_finite else None
         fresh = self._fresh_steps_from(first)
-        return SolverRun(solver, ctx, to_ve(sample, grid[0], work), fresh, lambda: make_solver(self.solver, **self._options))
+        return SolverRun(solver, ctx, to_ve(sample, grid[0], work), fresh, self._new_solver)
 
     def _fresh_steps_from(self, first: int) -> frozenset[int]:
         """The history resets of a run starting at evaluation `first` (its step 0 is the plan's step of `first`)."""
@@ -529,7 +551,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         if any(b >= a for a, b in zip(grid, grid[1:], strict=False)):
             return False
         planned = self._plan.sigmas[first:]
-        sigmas = evaluation_plan(self.solver, self._options, grid, self._fresh_steps_from(first)).sigmas
+        sigmas = self._evaluation_plan(grid, self._fresh_steps_from(first)).sigmas
         return len(sigmas) == len(planned) and np.allclose(sigmas, planned, rtol=1e-12, atol=0)
 
     def _mean_output(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
@@ -545,21 +567,6 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         )
 
 
-class EulerScheduler(FastdiffScheduler):
-    """Euler on the probability-flow ODE, i.e. DDIM (`euler`; EDM churn options `s_churn`, `s_tmin`, `s_tmax`, `s_noise`,
-    where the first step cannot be churned: the pipeline evaluates its own initial sample)."""
-
-    solver = "euler"
-
-
-class HeunScheduler(FastdiffScheduler):
-    """Heun's second-order method (`heun`, EDM Alg. 2): two evaluations per step, the second at the step's end, so
-    `timesteps` repeats entries as diffusers' HeunDiscreteScheduler does; churn options as `EulerScheduler`."""
-
-    solver = "heun"
-    order = 2
-
-
 class SRKScheduler(FastdiffScheduler):
     """fastdiff's multistep stochastic Runge-Kutta (`srk`), one evaluation per step, at a stage point (options `theta`,
     `coupled`)."""
@@ -571,7 +578,6 @@ class SRKDPScheduler(FastdiffScheduler):
     """Stochastic Runge-Kutta in data-prediction form (`srk_dp`): two evaluations per step (option `coupled`)."""
 
     solver = "srk_dp"
-    order = 2
 
 
 class DPMpp2MScheduler(FastdiffScheduler):
@@ -609,8 +615,7 @@ class DPMpp2MScheduler(FastdiffScheduler):
                 hint = "; DPMpp2MSDEScheduler runs 'sde-dpmsolver++'" if name == "algorithm_type" else ""
                 raise ValueError(f"DPMpp2MScheduler implements {name} in {accepted}, got {value!r}{hint}")
         for name in ("lower_order_final", "euler_at_final"):
-            if not isinstance(config[name], bool):
-                raise TypeError(f"{name} must be a bool, got {config[name]!r}")
+            check_flag(config[name], name)
 
     def _history_resets(self, grid: list[float]) -> frozenset[int]:
         """diffusers' rule: every step with solver_order=1; else the last one when it ends above 0 and euler_at_final,
@@ -653,18 +658,15 @@ class IPNDMScheduler(FastdiffScheduler):
     solver = "ipndm"
 
 
-SCHEDULERS: dict[str, type[FastdiffScheduler]] = {
-    cls.solver: cls
-    for cls in (
-        SRKScheduler,
-        SRKDPScheduler,
-        DPMpp2MScheduler,
-        DPMpp2MSDEScheduler,
-        DPMpp3MSDEScheduler,
-        EulerMaruyamaScheduler,
-        EulerAncestralScheduler,
-        IPNDMScheduler,
-        EulerScheduler,
-        HeunScheduler,
-    )
-}
+class EulerScheduler(FastdiffScheduler):
+    """Euler on the probability-flow ODE, i.e. DDIM (`euler`; EDM churn options `s_churn`, `s_tmin`, `s_tmax`, `s_noise`,
+    where the first step cannot be churned: the pipeline evaluates its own initial sample)."""
+
+    solver = "euler"
+
+
+class HeunScheduler(FastdiffScheduler):
+    """Heun's second-order method (`heun`, EDM Alg. 2): two evaluations per step, the second at the step's end, so
+    `timesteps` repeats entries as diffusers' HeunDiscreteScheduler does; churn options as `EulerScheduler`."""
+
+    solver = "heun"

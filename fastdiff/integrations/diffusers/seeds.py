@@ -3,7 +3,7 @@
 Where the per-sample keys come from, first match wins:
 - a list of torch.Generators, one per sample: one int64 drawn from each, so sample k depends on generator k alone;
 - one torch.Generator: one int64 per sample drawn from it;
-- the scheduler's `seed` config (int): fastdiff's per-sample seeds of that int (`fastdiff.noise.sample_seeds`);
+- the scheduler's `seed` config (int): fastdiff's per-sample seeds of that int (`CounterNoise.from_seed`);
 - otherwise torch's global generator.
 Keys are drawn on the generator's device and never read on the host; a CPU generator's keys are copied to the
 sample's device once, at the first step of a run.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from fastdiff.noise import sample_seeds
 from fastdiff.ops.philox import CounterNoise
 
 _KEY_BOUND = 2**62
@@ -39,4 +38,4 @@ def run_noise(
         return CounterNoise.from_keys(torch.cat([_draw(g, 1, device) for g in generator]), backend)
     if generator is not None:
         return CounterNoise.from_keys(_draw(generator, batch, device), backend)
-    return CounterNoise(sample_seeds(seed, batch), device, backend)
+    return CounterNoise.from_seed(seed, batch, device, backend)

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fastdiff.validation import check_positive_int
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 # The alpha-bar kept at the last timestep of a zero-terminal-SNR schedule, where it would be 0 (sigma = inf), as diffusers
 # keeps it (sigma = 4096); capped at half the previous entry so that the table stays monotone.
@@ -56,16 +58,16 @@ def training_betas(
         betas = torch.tensor(np.asarray(trained_betas, dtype=np.float64), dtype=torch.float32)
         if betas.ndim != 1 or betas.shape[0] < 2:
             raise ValueError(f"trained_betas must be a 1-D list of at least 2 numbers, got shape {tuple(betas.shape)}")
-    elif isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
-        raise ValueError(f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
-    elif beta_schedule == "linear":
-        betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
-    elif beta_schedule == "scaled_linear":
-        betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
-    elif beta_schedule == "squaredcos_cap_v2":
-        betas = _cosine_betas(num_train_timesteps)
     else:
-        raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES} (or trained_betas given), got {beta_schedule!r}")
+        n = check_positive_int(num_train_timesteps, "num_train_timesteps", minimum=2)
+        if beta_schedule == "linear":
+            betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float32)
+        elif beta_schedule == "scaled_linear":
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float32) ** 2
+        elif beta_schedule == "squaredcos_cap_v2":
+            betas = _cosine_betas(n)
+        else:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES} (or trained_betas given), got {beta_schedule!r}")
     if not bool(((betas > 0) & (betas < 1)).all()):
         raise ValueError(f"betas must lie in (0, 1), got {betas.min().item():g}..{betas.max().item():g}")
     return _zero_terminal_snr(betas) if rescale_betas_zero_snr else betas
