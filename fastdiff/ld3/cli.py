@@ -17,10 +17,11 @@ from fastdiff.ld3.compare import GridError, best_hand_designed, compare
 from fastdiff.ld3.plot import plot_grids
 from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.ld3.targets import TARGETS
-from fastdiff.ld3.train import learn_sigmas
+from fastdiff.ld3.train import SIGMA_MAX, SIGMA_MIN, learn_sigmas
 
 
 def format_table(rows: list[GridError]) -> str:
+    """The comparison as a text table, each grid's RMSE also relative to the learned grid's (the first row)."""
     learned = rows[0]
     header = f"{'grid':<16}{'RMSE':>12}{'sliced W2':>12}{'RMSE / learned':>16}"
     lines = [header, "-" * len(header)]
@@ -76,11 +77,14 @@ def run_ld3(
     progress: bool = True,
     overwrite: bool = False,
 ) -> tuple[LearnedSchedule, list[GridError]]:
+    """Learn `solver`'s grid at `nfe` on the exact target `target` (`learn_sigmas` with its default sigma range),
+    compare it with the hand-designed grids on `eval_samples` held-out noises (seed + 1), print, save and plot."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     replaces = check_outputs(out, plot_dir, overwrite)
     gm = TARGETS[target]()
-    sigma_min, sigma_max = 0.002, 80.0
     print(
-        f"fastdiff ld3: {solver} at NFE {nfe} on {target} (d = {gm.dim}), sigma {sigma_min}..{sigma_max}, "
+        f"fastdiff ld3: {solver} at NFE {nfe} on {target} (d = {gm.dim}), sigma {SIGMA_MIN}..{SIGMA_MAX}, "
         f"teacher: {'exact ODE map' if teacher == 'exact' else f'{teacher} at NFE {teacher_nfe}'}"
     )
     if replaces:
@@ -96,8 +100,6 @@ def run_ld3(
         n_samples=n_samples,
         radius=radius,
         decoupled=decoupled,
-        sigma_min=sigma_min,
-        sigma_max=sigma_max,
         seed=seed,
         max_epochs=max_epochs,
         distance=distance,
@@ -105,8 +107,8 @@ def run_ld3(
     )
     seconds = time.perf_counter() - start
     gen = torch.Generator().manual_seed(seed + 1)
-    x_T = torch.randn(eval_samples, gm.dim, generator=gen, dtype=torch.float64) * sigma_max
-    rows = compare(gm.denoiser, schedule, x_T, gm.ode_solution(x_T, sigma_max, sigma_min))
+    x_T = torch.randn(eval_samples, gm.dim, generator=gen, dtype=torch.float64) * schedule.sigma_max
+    rows = compare(gm.denoiser, schedule, x_T, gm.ode_solution(x_T, schedule.sigma_max, schedule.sigma_min))
     print(
         f"trained in {seconds:.1f} s ({schedule.config['epochs']} epochs, started from {schedule.config['init']}); "
         f"{schedule.steps} steps, {schedule.evaluations} evaluations"

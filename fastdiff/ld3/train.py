@@ -37,6 +37,7 @@ from fastdiff.solvers import make_solver
 from fastdiff.validation import check_positive_int
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # the default sigma range (EDM's)
 
 
 def l2_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -409,8 +410,8 @@ def learn_sigmas(
     decoupled: bool = True,
     init: str = "best",
     distance: str | Distance = "l2",
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
     to_zero: bool = False,
     solver_options: dict | None = None,
     batch_size: int = 20,
