@@ -23,12 +23,15 @@ from fastdiff.metrics import sliced_wasserstein
 
 @dataclass
 class GridError:
+    """One grid's errors against the exact solution: RMSE over all elements and the sliced Wasserstein-2 distance."""
+
     grid: str
     rmse: float
     sliced_w2: float
 
 
 def hand_designed_sigmas(kind: str, schedule: LearnedSchedule) -> list[float]:
+    """The hand-designed grid `kind` with the schedule's levels and sigma range."""
     levels = schedule.steps if schedule.to_zero else schedule.steps + 1
     return hand_designed_grid(kind, levels, schedule.sigma_min, schedule.sigma_max, schedule.to_zero)
 
@@ -36,6 +39,7 @@ def hand_designed_sigmas(kind: str, schedule: LearnedSchedule) -> list[float]:
 def grid_error(
     denoiser: Callable, schedule: LearnedSchedule, sigmas, model_sigmas, x_T: torch.Tensor, exact: torch.Tensor, name: str
 ) -> GridError:
+    """The errors of `schedule.solver` from x_T down `sigmas` (the network at `model_sigmas` where given)."""
     options = resolve_solver(schedule.solver, schedule.solver_options)
     with torch.no_grad():
         out = solve(NetworkCall(denoiser), schedule.solver, options, sigmas, x_T, model_sigmas, backend="auto")
