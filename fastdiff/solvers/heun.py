@@ -3,7 +3,7 @@
 Euler predictor x~ = r x + (1 - r) D(x, sigma_hat), r = sigma'/sigma_hat, then the trapezoidal corrector
 x' = x + (sigma' - sigma_hat) (d + d~) / 2 with d = (x - D)/sigma_hat, d~ = (x~ - D(x~, sigma'))/sigma';
 substituting x~ gives x' = r x + (1 - r - c) D + c D~ with c = (sigma_hat - sigma')/(2 sigma'). The step to
-sigma' = 0 is the Euler step x' = D (one evaluation), so a grid of n steps ending in 0 costs 2n - 1 evaluations.
+sigma' = 0 is the loop's denoising step x' = D (one evaluation), so a grid of n steps ending in 0 costs 2n - 1.
 The weight c on D~ grows as sigma_hat / (2 sigma'): a float16 / bfloat16 model's output rounding is amplified by it
 on steps with a large ratio (tests/test_low_precision.py), where the data-prediction solvers (dpmpp_2m) stay bounded.
 """
