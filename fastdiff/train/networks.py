@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fastdiff.models import sigma_batch
 from fastdiff.train.config import check_positive
 from fastdiff.validation import check_positive_int
 
@@ -213,19 +214,12 @@ class EDMPrecond(nn.Module):
         if not isinstance(x, torch.Tensor) or x.ndim < 2:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape [B, ...], got {got}")
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float, torch.Tensor)):
-            raise TypeError(f"sigma must be a float, a 0-d tensor or a [B] tensor, got {type(sigma).__name__}")
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        s = torch.as_tensor(sigma, dtype=work, device=x.device)
-        if s.ndim == 0:
-            s = s.expand(x.shape[0])
-        elif s.shape != (x.shape[0],):
-            raise ValueError(f"sigma must be a float, a 0-d tensor or a [B] = [{x.shape[0]}] tensor, got shape {tuple(s.shape)}")
+        s = sigma_batch(sigma, x)
         c_skip, c_out, c_in, c_noise = self.coefficients(s)
         view = (-1,) + (1,) * (x.ndim - 1)
         param_dtype = next(self.net.parameters()).dtype
         f = self.net((c_in.view(view) * x).to(param_dtype), c_noise.to(param_dtype))
-        return (c_skip.view(view) * x + c_out.view(view) * f.to(work)).to(x.dtype)
+        return (c_skip.view(view) * x + c_out.view(view) * f.to(s.dtype)).to(x.dtype)
 
 
 def make_denoiser(kind: str, **config) -> EDMPrecond:
