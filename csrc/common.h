@@ -3,11 +3,28 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <torch/library.h>
 
 #include "float_io.h"
 
 #ifdef FASTDIFF_WITH_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
 #include "cuda/launchers.h"
+#endif
+
+// Registers the kernels of the operator fastdiff::<op>: fastdiff::<op>_cpu for CPU tensors and, in a CUDA build,
+// fastdiff::<op>_cuda for CUDA tensors. Used once per op file, at file scope.
+#define FASTDIFF_REGISTER_CPU_KERNEL(op) \
+  TORCH_LIBRARY_IMPL(fastdiff, CPU, m) { m.impl(#op, &fastdiff::op##_cpu); }
+#ifdef FASTDIFF_WITH_CUDA
+#define FASTDIFF_REGISTER_KERNELS(op) \
+  FASTDIFF_REGISTER_CPU_KERNEL(op)    \
+  TORCH_LIBRARY_IMPL(fastdiff, CUDA, m) { m.impl(#op, &fastdiff::op##_cuda); }
+#else
+#define FASTDIFF_REGISTER_KERNELS(op) FASTDIFF_REGISTER_CPU_KERNEL(op)
 #endif
 
 namespace fastdiff {

@@ -15,121 +15,23 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
 #include "common.h"
+#include "ito_weights.h"
+#include "limits.h"
 #include "normal_block.h"
 
 #ifdef FASTDIFF_WITH_CUDA
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
 #include "cuda/ito_step_launchers.h"
 #endif
 
 namespace fastdiff {
 namespace {
 
-constexpr int64_t kMaxModels = 8;
-constexpr int64_t kCounterWords = int64_t(1) << 32;
 // Elements per inner block: one normal_block call (kBlock groups of four).
 constexpr int64_t kTile = 4 * kBlock;
-// A part covers at least this many elements; at most kMaxParts parts per sample.
-constexpr int64_t kPartMin = 4096;
-constexpr int64_t kMaxParts = 64;
 constexpr int kLanes = 8;
-
-enum Mode : int64_t { kOr = 0, kAnd = 1 };
-
-// Everything the kernels need besides the tensors; scalars in float64 from the host.
-struct StepParams {
-  int64_t models;
-  int64_t mode;
-  double sigma, delta, sqrt_delta, inv_s2, temperature, rcond;
-  double log_weights[kMaxModels];
-  double bias[kMaxModels];
-};
-
-// Statistics per sample: G = <e_i, e_j> (M x M), c = <z, e_i> (M); AND adds C (centred, M x M) and cz (M).
-inline int64_t stat_count(int64_t m, int64_t mode) { return mode == kAnd ? 2 * (m * m + m) : m * m + m; }
-
-// softmax(T ell + log w), max subtracted.
-void or_weights(const StepParams& p, const double* ell, double* kappa) {
-  double logits[kMaxModels];
-  double top = -std::numeric_limits<double>::infinity();
-  for (int64_t i = 0; i < p.models; ++i) {
-    logits[i] = p.temperature * ell[i] + p.log_weights[i];
-    top = std::max(top, logits[i]);
-  }
-  double total = 0.0;
-  for (int64_t i = 0; i < p.models; ++i) {
-    kappa[i] = std::exp(logits[i] - top);
-    total += kappa[i];
-  }
-  for (int64_t i = 0; i < p.models; ++i) kappa[i] /= total;
-}
-
-// AND: (Delta C + eps I) a = Q(b - ell) - sqrt(Delta) cz + (Delta/2) Q diag(C), kappa = 1/M + a (a centred),
-// eps = rcond Delta tr(G)/M (+ the smallest normal double). Gaussian elimination without pivoting: the matrix is
-// symmetric positive definite.
-void and_weights(const StepParams& p, const double* g, const double* cc, const double* cz, const double* ell,
-                 double* kappa) {
-  const int64_t m = p.models;
-  double trace = 0.0, mean_t = 0.0, mean_d = 0.0;
-  for (int64_t i = 0; i < m; ++i) {
-    trace += g[i * m + i];
-    mean_t += p.bias[i] - ell[i];
-    mean_d += cc[i * m + i];
-  }
-  mean_t /= m;
-  mean_d /= m;
-  const double eps = p.rcond * p.delta * trace / m + std::numeric_limits<double>::min();
-  double a[kMaxModels][kMaxModels];
-  double r[kMaxModels];
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < m; ++j) a[i][j] = p.delta * cc[i * m + j] + (i == j ? eps : 0.0);
-    r[i] = (p.bias[i] - ell[i] - mean_t) - p.sqrt_delta * cz[i] + 0.5 * p.delta * (cc[i * m + i] - mean_d);
-  }
-  for (int64_t k = 0; k < m; ++k) {
-    for (int64_t i = k + 1; i < m; ++i) {
-      const double f = a[i][k] / a[k][k];
-      for (int64_t j = k; j < m; ++j) a[i][j] -= f * a[k][j];
-      r[i] -= f * r[k];
-    }
-  }
-  double mean_a = 0.0;
-  for (int64_t i = m - 1; i >= 0; --i) {
-    double v = r[i];
-    for (int64_t j = i + 1; j < m; ++j) v -= a[i][j] * kappa[j];
-    kappa[i] = v / a[i][i];
-    mean_a += kappa[i];
-  }
-  mean_a /= m;
-  for (int64_t i = 0; i < m; ++i) kappa[i] = 1.0 / m + (kappa[i] - mean_a);
-}
-
-// kappa (AND; given for OR) and ell' = ell + Delta G kappa + sqrt(Delta) c - (Delta/2) diag G from a sample's stats.
-void finalize(const StepParams& p, const double* stats, const double* ell, double* kappa, double* ell_next) {
-  const int64_t m = p.models;
-  double g[kMaxModels * kMaxModels], c[kMaxModels];
-  const double inv4 = p.inv_s2 * p.inv_s2;
-  for (int64_t i = 0; i < m * m; ++i) g[i] = stats[i] * inv4;
-  for (int64_t i = 0; i < m; ++i) c[i] = stats[m * m + i] * p.inv_s2;
-  if (p.mode == kAnd) {
-    double cc[kMaxModels * kMaxModels], cz[kMaxModels];
-    const double* centred = stats + m * m + m;
-    for (int64_t i = 0; i < m * m; ++i) cc[i] = centred[i] * inv4;
-    for (int64_t i = 0; i < m; ++i) cz[i] = centred[m * m + i] * p.inv_s2;
-    and_weights(p, g, cc, cz, ell, kappa);
-  }
-  for (int64_t i = 0; i < m; ++i) {
-    double pull = 0.0;
-    for (int64_t j = 0; j < m; ++j) pull += g[i * m + j] * kappa[j];
-    ell_next[i] = ell[i] + p.delta * pull + p.sqrt_delta * c[i] - 0.5 * p.delta * g[i * m + i];
-  }
-}
 
 template <typename math_t>
 inline math_t dot_lanes(const math_t* u, const math_t* v) {
@@ -142,12 +44,13 @@ inline math_t dot_lanes(const math_t* u, const math_t* v) {
   return total;
 }
 
-// One part [begin, end) of sample b: statistics into stats (float64, R entries); with move_coef (the OR move,
-// Delta kappa_i / sigma^2 per model) x' is written too. Elements past `end` are zero in every tile.
+// One part [begin, end) of the sample at `row`: statistics into stats (float64, the layout of ito_stat_count); with
+// move_coef (the OR move, Delta kappa_i / sigma^2 per model) x' is written too. Elements past `end` are zero in
+// every tile.
 template <typename IO>
-void reduce_part(const StepParams& p, const typename IO::storage_t* x, const std::vector<const typename IO::storage_t*>& ds,
-                 uint64_t key, uint32_t step, uint32_t stage, uint32_t stream, int64_t row, int64_t begin, int64_t end,
-                 double* stats, const double* move_coef, typename IO::storage_t* out) {
+void reduce_part(const ItoParams& p, const typename IO::storage_t* x, const std::vector<const typename IO::storage_t*>& ds,
+                 uint64_t key, int64_t row, int64_t begin, int64_t end, double* stats, const double* move_coef,
+                 typename IO::storage_t* out) {
   using math_t = typename IO::math_t;
   const int64_t m = p.models;
   const bool centred = p.mode == kAnd;
@@ -160,7 +63,7 @@ void reduce_part(const StepParams& p, const typename IO::storage_t* x, const std
   for (int64_t t0 = begin; t0 < end; t0 += kTile) {
     const int64_t len = std::min(kTile, end - t0);
     math_t z[4][kBlock];
-    normal_block(static_cast<uint32_t>(t0 / 4), static_cast<int>((len + 3) / 4), step, stage, stream, key, z);
+    normal_block(static_cast<uint32_t>(t0 / 4), static_cast<int>((len + 3) / 4), p.step, p.stage, p.stream, key, z);
     for (int64_t j = 0; j < kTile; ++j) {
       const bool valid = j < len;
       xs[j] = valid ? IO::load(x[row + t0 + j]) : math_t(0);
@@ -181,14 +84,8 @@ void reduce_part(const StepParams& p, const typename IO::storage_t* x, const std
     }
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t k = i; k < m; ++k) {
-        const double v = dot_lanes(e[i], e[k]);
-        stats[i * m + k] += v;
-        if (k != i) stats[k * m + i] += v;
-        if (centred) {
-          const double w = dot_lanes(d[i], d[k]);
-          stats[m * m + m + i * m + k] += w;
-          if (k != i) stats[m * m + m + k * m + i] += w;
-        }
+        stats[i * m + k] += dot_lanes(e[i], e[k]);
+        if (centred) stats[m * m + m + i * m + k] += dot_lanes(d[i], d[k]);
       }
       stats[m * m + i] += dot_lanes(zs, e[i]);
       if (centred) stats[2 * m * m + m + i] += dot_lanes(zs, d[i]);
@@ -204,11 +101,10 @@ void reduce_part(const StepParams& p, const typename IO::storage_t* x, const std
   }
 }
 
-// AND's move over [begin, end) of sample b: x' = x + sum_i coef_i (D_i - x) + sqrt(Delta) z.
+// AND's move over [begin, end) of the sample at `row`: x' = x + sum_i coef_i (D_i - x) + sqrt(Delta) z.
 template <typename IO>
-void move_part(const StepParams& p, const typename IO::storage_t* x, const std::vector<const typename IO::storage_t*>& ds,
-               uint64_t key, uint32_t step, uint32_t stage, uint32_t stream, int64_t row, int64_t begin, int64_t end,
-               const double* move_coef, typename IO::storage_t* out) {
+void move_part(const ItoParams& p, const typename IO::storage_t* x, const std::vector<const typename IO::storage_t*>& ds,
+               uint64_t key, int64_t row, int64_t begin, int64_t end, const double* move_coef, typename IO::storage_t* out) {
   using math_t = typename IO::math_t;
   math_t coef[kMaxModels];
   for (int64_t i = 0; i < p.models; ++i) coef[i] = static_cast<math_t>(move_coef[i]);
@@ -216,7 +112,7 @@ void move_part(const StepParams& p, const typename IO::storage_t* x, const std::
   for (int64_t t0 = begin; t0 < end; t0 += kTile) {
     const int64_t len = std::min(kTile, end - t0);
     math_t z[4][kBlock];
-    normal_block(static_cast<uint32_t>(t0 / 4), static_cast<int>((len + 3) / 4), step, stage, stream, key, z);
+    normal_block(static_cast<uint32_t>(t0 / 4), static_cast<int>((len + 3) / 4), p.step, p.stage, p.stream, key, z);
     math_t acc[kTile];
     const typename IO::storage_t* xs = x + row + t0;
     for (int64_t j = 0; j < len; ++j) acc[j] = IO::load(xs[j]) + noise_scale * z[j % 4][j / 4];
@@ -229,11 +125,22 @@ void move_part(const StepParams& p, const typename IO::storage_t* x, const std::
   }
 }
 
+// fn(task, b, begin, end) for every part [begin, end) of every sample b (task = b parts + part), on OpenMP threads.
+template <typename Fn>
+void for_each_part(int64_t batch, int64_t per_sample, const ItoPartition& split, bool parallel, const Fn& fn) {
+  const int64_t tasks = batch * split.parts;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t b = task / split.parts;
+    const int64_t begin = (task - b * split.parts) * split.part_len;
+    fn(task, b, begin, std::min(per_sample, begin + split.part_len));
+  }
+}
+
 struct Checked {
   at::Tensor x, ell, keys;
   std::vector<at::Tensor> denoised;
-  StepParams params;
-  uint32_t step, stage, stream;
+  ItoParams params;
 };
 
 Checked check(const at::Tensor& x, at::TensorList denoised, double sigma, double sigma_next, const at::Tensor& ell,
@@ -277,41 +184,32 @@ Checked check(const at::Tensor& x, at::TensorList denoised, double sigma, double
   TORCH_CHECK_VALUE(std::isfinite(temperature) && std::isfinite(rcond) && rcond >= 0.0,
                     "ito_step: temperature must be finite and rcond finite and >= 0, got ", temperature, " and ", rcond);
   const int64_t per_sample = batch == 0 ? 0 : x.numel() / batch;
-  TORCH_CHECK_VALUE(per_sample <= (int64_t(4) << 32), "ito_step: at most 2^34 elements per sample (32-bit noise counter), got ",
+  TORCH_CHECK_VALUE(per_sample <= kMaxNumel, "ito_step: at most 2^34 elements per sample (32-bit noise counter), got ",
                     per_sample);
   Checked out;
   out.x = x.contiguous();
   for (const at::Tensor& d : denoised) out.denoised.push_back(d.contiguous());
   out.ell = ell.contiguous();
   out.keys = keys.contiguous();
-  StepParams& p = out.params;
-  p.models = m;
-  p.mode = mode;
-  p.sigma = sigma;
+  ItoParams& p = out.params;
+  p.models = static_cast<int>(m);
+  p.mode = static_cast<int>(mode);
   p.delta = (sigma - sigma_next) * (sigma + sigma_next);
   p.sqrt_delta = std::sqrt(p.delta);
   p.inv_s2 = 1.0 / (sigma * sigma);
   p.temperature = temperature;
   p.rcond = rcond;
+  p.step = static_cast<uint32_t>(draw[0]);
+  p.stage = static_cast<uint32_t>(draw[1]);
+  p.stream = static_cast<uint32_t>(draw[2]);
   for (int64_t i = 0; i < m; ++i) {
     TORCH_CHECK_VALUE(std::isfinite(log_weights[i]) && std::isfinite(bias[i]), "ito_step: log_weights[", i, "] and bias[",
                       i, "] must be finite");
+    p.denoised[i] = out.denoised[i].const_data_ptr();
     p.log_weights[i] = log_weights[i];
     p.bias[i] = bias[i];
   }
-  out.step = static_cast<uint32_t>(draw[0]);
-  out.stage = static_cast<uint32_t>(draw[1]);
-  out.stream = static_cast<uint32_t>(draw[2]);
   return out;
-}
-
-// Parts per sample and their length (a multiple of kTile), a function of the sample size only.
-void partition(int64_t per_sample, int64_t* parts, int64_t* part_len) {
-  const int64_t tiles = std::max<int64_t>(1, (per_sample + kTile - 1) / kTile);
-  *parts = std::min<int64_t>(kMaxParts, std::max<int64_t>(1, per_sample / kPartMin));
-  const int64_t tiles_per_part = (tiles + *parts - 1) / *parts;
-  *part_len = tiles_per_part * kTile;
-  *parts = (tiles + tiles_per_part - 1) / tiles_per_part;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ito_step_cpu(const at::Tensor& x, at::TensorList denoised, double sigma,
@@ -320,17 +218,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ito_step_cpu(const at::Tensor& x,
                                                             at::ArrayRef<double> log_weights, at::ArrayRef<double> bias,
                                                             double rcond) {
   const Checked c = check(x, denoised, sigma, sigma_next, ell, keys, draw, mode, temperature, log_weights, bias, rcond);
-  const StepParams& p = c.params;
+  const ItoParams& p = c.params;
   const int64_t batch = x.size(0);
   const int64_t m = p.models;
   const int64_t per_sample = batch == 0 ? 0 : x.numel() / batch;
   at::Tensor out = at::empty(x.sizes(), x.options());
   at::Tensor ell_next = at::empty({batch, m}, ell.options());
   at::Tensor kappa_out = at::empty({batch, m}, ell.options());
-  int64_t parts, part_len;
-  partition(per_sample, &parts, &part_len);
-  const int64_t r = stat_count(m, mode);
-  std::vector<double> ell64(batch * m), kappa(batch * m), coefs(batch * m), stats(batch * parts * r, 0.0);
+  const ItoPartition split = ito_partition(per_sample, kTile);
+  const int64_t r = ito_stat_count(m, mode == kAnd);
+  std::vector<double> ell64(batch * m), kappa(batch * m), coefs(batch * m), stats(batch * split.parts * r, 0.0);
   dispatch_float(c.ell.scalar_type(), [&](auto io) {
     using T = typename decltype(io)::storage_t;
     const T* src = c.ell.const_data_ptr<T>();
@@ -338,48 +235,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ito_step_cpu(const at::Tensor& x,
   });
   if (mode == kOr) {
     for (int64_t b = 0; b < batch; ++b) {
-      or_weights(p, &ell64[b * m], &kappa[b * m]);
-      for (int64_t i = 0; i < m; ++i) coefs[b * m + i] = p.delta * p.inv_s2 * kappa[b * m + i];
+      ito_or_weights<0>(p, &ell64[b * m], &kappa[b * m]);
+      for (int64_t i = 0; i < m; ++i) coefs[b * m + i] = ito_move_coef(p, kappa[b * m + i]);
     }
   }
   const int64_t* key_ptr = c.keys.const_data_ptr<int64_t>();
-  const int64_t tasks = batch * parts;
   const bool parallel = batch * per_sample * (m + 1) > kParallelThreshold;
   dispatch_float(x.scalar_type(), [&](auto io) {
     using IO = decltype(io);
     using storage_t = typename IO::storage_t;
     const auto* xp = static_cast<const storage_t*>(c.x.const_data_ptr());
     std::vector<const storage_t*> ds;
-    for (const at::Tensor& d : c.denoised) ds.push_back(static_cast<const storage_t*>(d.const_data_ptr()));
+    for (int64_t i = 0; i < m; ++i) ds.push_back(static_cast<const storage_t*>(p.denoised[i]));
     auto* op = static_cast<storage_t*>(out.data_ptr());
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t b = task / parts;
-      const int64_t begin = (task - b * parts) * part_len;
-      const int64_t end = std::min(per_sample, begin + part_len);
-      reduce_part<IO>(p, xp, ds, static_cast<uint64_t>(key_ptr[b]), c.step, c.stage, c.stream, b * per_sample, begin, end,
-                      &stats[task * r], mode == kOr ? &coefs[b * m] : nullptr, op);
-    }
+    for_each_part(batch, per_sample, split, parallel, [&](int64_t task, int64_t b, int64_t begin, int64_t end) {
+      reduce_part<IO>(p, xp, ds, static_cast<uint64_t>(key_ptr[b]), b * per_sample, begin, end, &stats[task * r],
+                      mode == kOr ? &coefs[b * m] : nullptr, op);
+    });
     for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t q = 1; q < parts; ++q) {
-        for (int64_t k = 0; k < r; ++k) stats[b * parts * r + k] += stats[(b * parts + q) * r + k];
+      double* sums = &stats[b * split.parts * r];
+      for (int64_t q = 1; q < split.parts; ++q) {
+        for (int64_t k = 0; k < r; ++k) sums[k] += sums[q * r + k];
       }
-      std::vector<double> next(m);
-      finalize(p, &stats[b * parts * r], &ell64[b * m], &kappa[b * m], next.data());
+      double next[kMaxModels];
+      if (mode == kAnd) {
+        ito_finalize<0, true>(p, sums, &ell64[b * m], &kappa[b * m], next);
+      } else {
+        ito_finalize<0, false>(p, sums, &ell64[b * m], &kappa[b * m], next);
+      }
       for (int64_t i = 0; i < m; ++i) {
         ell64[b * m + i] = next[i];
-        coefs[b * m + i] = p.delta * p.inv_s2 * kappa[b * m + i];
+        coefs[b * m + i] = ito_move_coef(p, kappa[b * m + i]);
       }
     }
     if (mode == kAnd) {
-#pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t b = task / parts;
-        const int64_t begin = (task - b * parts) * part_len;
-        const int64_t end = std::min(per_sample, begin + part_len);
-        move_part<IO>(p, xp, ds, static_cast<uint64_t>(key_ptr[b]), c.step, c.stage, c.stream, b * per_sample, begin, end,
-                      &coefs[b * m], op);
-      }
+      for_each_part(batch, per_sample, split, parallel, [&](int64_t, int64_t b, int64_t begin, int64_t end) {
+        move_part<IO>(p, xp, ds, static_cast<uint64_t>(key_ptr[b]), b * per_sample, begin, end, &coefs[b * m], op);
+      });
     }
   });
   dispatch_float(ell.scalar_type(), [&](auto io) {
@@ -408,26 +300,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ito_step_cuda(const at::Tensor& x
   at::Tensor out = at::empty(x.sizes(), x.options());
   at::Tensor ell_next = at::empty({batch, m}, ell.options());
   at::Tensor kappa = at::empty({batch, m}, ell.options());
-  ItoParams params{};
-  params.models = static_cast<int>(m);
-  params.mode = static_cast<int>(mode);
-  params.delta = c.params.delta;
-  params.sqrt_delta = c.params.sqrt_delta;
-  params.inv_s2 = c.params.inv_s2;
-  params.temperature = temperature;
-  params.rcond = rcond;
-  params.step = c.step;
-  params.stage = c.stage;
-  params.stream = c.stream;
-  for (int64_t i = 0; i < m; ++i) {
-    params.denoised[i] = c.denoised[i].data_ptr();
-    params.log_weights[i] = log_weights[i];
-    params.bias[i] = bias[i];
-  }
   const ItoPartition split = ito_step_partition(per_sample);
-  at::Tensor workspace = at::empty({batch * split.parts * ito_step_stat_count(static_cast<int>(m), static_cast<int>(mode))},
-                                   x.options().dtype(at::kDouble));
-  C10_CUDA_CHECK(launch_ito_step(c.x.data_ptr(), params, c.ell.data_ptr(), c.keys.const_data_ptr<int64_t>(), batch,
+  at::Tensor workspace = at::empty({batch * split.parts * ito_stat_count(m, mode == kAnd)}, x.options().dtype(at::kDouble));
+  C10_CUDA_CHECK(launch_ito_step(c.x.data_ptr(), c.params, c.ell.data_ptr(), c.keys.const_data_ptr<int64_t>(), batch,
                                  per_sample, launcher_dtype(x.scalar_type()), workspace.data_ptr<double>(), out.data_ptr(),
                                  ell_next.data_ptr(), kappa.data_ptr(), c10::cuda::getCurrentCUDAStream()));
   return {out, ell_next, kappa};
@@ -444,12 +319,4 @@ TORCH_LIBRARY_FRAGMENT(fastdiff, m) {
         "float temperature, float[] log_weights, float[] bias, float rcond) -> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(fastdiff, CPU, m) {
-  m.impl("ito_step", &fastdiff::ito_step_cpu);
-}
-
-#ifdef FASTDIFF_WITH_CUDA
-TORCH_LIBRARY_IMPL(fastdiff, CUDA, m) {
-  m.impl("ito_step", &fastdiff::ito_step_cuda);
-}
-#endif
+FASTDIFF_REGISTER_KERNELS(ito_step)

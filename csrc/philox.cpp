@@ -12,19 +12,12 @@
 #include <cstdint>
 
 #include "common.h"
+#include "limits.h"
 #include "normal_block.h"
 
-#ifdef FASTDIFF_WITH_CUDA
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace fastdiff {
 namespace {
-
-// The counter's element word is 32 bits: at most 2^32 groups of four per sample.
-constexpr int64_t kMaxNumel = int64_t(4) << 32;
 
 // Box-Muller runs in IO::math_t: float64 for float64 output, float32 otherwise.
 template <typename IO>
@@ -99,12 +92,4 @@ at::Tensor philox_normal_cuda(const at::Tensor& keys, int64_t numel, int64_t ste
 }  // namespace
 }  // namespace fastdiff
 
-TORCH_LIBRARY_IMPL(fastdiff, CPU, m) {
-  m.impl("philox_normal", &fastdiff::philox_normal_cpu);
-}
-
-#ifdef FASTDIFF_WITH_CUDA
-TORCH_LIBRARY_IMPL(fastdiff, CUDA, m) {
-  m.impl("philox_normal", &fastdiff::philox_normal_cuda);
-}
-#endif
+FASTDIFF_REGISTER_KERNELS(philox_normal)

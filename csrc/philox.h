@@ -8,11 +8,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define FASTDIFF_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define FASTDIFF_HOST_DEVICE inline
-#endif
+#include "host_device.h"
 
 namespace fastdiff {
 

@@ -15,13 +15,9 @@
 #include <vector>
 
 #include "common.h"
+#include "limits.h"
 #include "normal_block.h"
 
-#ifdef FASTDIFF_WITH_CUDA
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace fastdiff {
 namespace {
@@ -29,8 +25,6 @@ namespace {
 // Elements per accumulator chunk: the accumulator (4-8 KiB) stays in L1 while every operand
 // streams through once. A multiple of 4 kBlock, so a chunk covers whole noise blocks.
 constexpr int64_t kChunk = 1024;
-constexpr int64_t kMaxSolverDraws = 4;
-constexpr int64_t kCounterWords = int64_t(1) << 32;
 
 // One Gaussian term c z of the step: the normals of (step, stage, stream) for every sample's key.
 struct Draw {
@@ -62,7 +56,7 @@ std::vector<Draw> check_draws(const at::Tensor& x, const std::optional<at::Tenso
                               at::ArrayRef<double> cs) {
   TORCH_CHECK_VALUE(draws.size() == 3 * cs.size(), "solver_step: draws must hold one (step, stage, stream) triple per ",
                     "noise coefficient, got ", draws.size(), " ints for ", cs.size(), " coefficients in cs");
-  TORCH_CHECK_VALUE(static_cast<int64_t>(cs.size()) <= kMaxSolverDraws, "solver_step: at most ", kMaxSolverDraws,
+  TORCH_CHECK_VALUE(static_cast<int64_t>(cs.size()) <= kMaxDraws, "solver_step: at most ", kMaxDraws,
                     " noise draws per step, got ", cs.size());
   for (int64_t w : draws) {
     TORCH_CHECK_VALUE(w >= 0 && w < kCounterWords, "solver_step: draws entries are 32-bit counter words in [0, 2^32), got ", w);
@@ -208,12 +202,4 @@ at::Tensor solver_step_cuda(const at::Tensor& x, at::TensorList ks, double a, at
 }  // namespace
 }  // namespace fastdiff
 
-TORCH_LIBRARY_IMPL(fastdiff, CPU, m) {
-  m.impl("solver_step", &fastdiff::solver_step_cpu);
-}
-
-#ifdef FASTDIFF_WITH_CUDA
-TORCH_LIBRARY_IMPL(fastdiff, CUDA, m) {
-  m.impl("solver_step", &fastdiff::solver_step_cuda);
-}
-#endif
+FASTDIFF_REGISTER_KERNELS(solver_step)

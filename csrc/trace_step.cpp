@@ -15,19 +15,16 @@
 #include <vector>
 
 #include "common.h"
+#include "limits.h"
 #include "normal_block.h"
 
 #ifdef FASTDIFF_WITH_CUDA
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
 #include "cuda/trace_step_launchers.h"
 #endif
 
 TORCH_LIBRARY_FRAGMENT(fastdiff, m) {
   // (a x + sum_i bs[i] ks[i], total + c + w mean_p <u[p], v_p>), v_p the probe (0 Rademacher,
-  // 1 Gaussian) of (keys[b], element, step, stage + 2^16 p, stream 1); u is [P, *x.shape].
+  // 1 Gaussian) of (keys[b], element, step, stage + 2^16 p, STREAM_PROBE); u is [P, *x.shape].
   m.set_python_module("fastdiff.ops.trace_step");
   m.def(
       "trace_step(Tensor x, Tensor[] ks, float a, float[] bs, Tensor u, Tensor keys, int step, int stage, int probe, "
@@ -38,9 +35,6 @@ namespace fastdiff {
 namespace {
 
 constexpr int64_t kChunk = 1024;  // elements per task; a multiple of 4 kBlock
-constexpr uint32_t kStreamProbe = 1;  // fastdiff.noise.STREAM_PROBE
-constexpr int64_t kProbeStride = int64_t(1) << 16;
-constexpr int64_t kMaxTerms = 8;
 
 struct Operands {
   at::Tensor x, u, keys, total, out, total_out;
@@ -63,7 +57,7 @@ Operands prepare(const at::Tensor& x, at::TensorList ks, at::ArrayRef<double> bs
     TORCH_CHECK_TYPE(ks[i].scalar_type() == x.scalar_type(), "trace_step: ks[", i, "] has dtype ", ks[i].scalar_type(),
                      ", expected x's dtype ", x.scalar_type());
   }
-  TORCH_CHECK_VALUE(u.dim() == x.dim() + 1 && u.size(0) >= 1 && u.size(0) <= kProbeStride && u.sizes().slice(1) == x.sizes(),
+  TORCH_CHECK_VALUE(u.dim() == x.dim() + 1 && u.size(0) >= 1 && u.size(0) <= int64_t(kProbeStride) && u.sizes().slice(1) == x.sizes(),
                     "trace_step: u must have shape [P, *x.shape] with 1 <= P <= 2^16, got ", u.sizes(), " for x ", x.sizes());
   TORCH_CHECK_VALUE(u.device() == x.device(), "trace_step: u is on ", u.device(), ", expected ", x.device());
   TORCH_CHECK_TYPE(u.scalar_type() == x.scalar_type(), "trace_step: u has dtype ", u.scalar_type(), ", expected ",
@@ -74,8 +68,8 @@ Operands prepare(const at::Tensor& x, at::TensorList ks, at::ArrayRef<double> bs
   TORCH_CHECK_TYPE(total.scalar_type() == at::kDouble, "trace_step: total must be float64, got ", total.scalar_type());
   TORCH_CHECK_VALUE(total.dim() == 1 && total.size(0) == x.size(0) && total.device() == x.device(),
                     "trace_step: total must have shape [B] on x's device, got ", total.sizes(), " on ", total.device());
-  TORCH_CHECK_VALUE(step >= 0 && step < (int64_t(1) << 32), "trace_step: step must be in [0, 2^32), got ", step);
-  TORCH_CHECK_VALUE(stage >= 0 && stage < kProbeStride, "trace_step: stage must be in [0, 2^16), got ", stage);
+  TORCH_CHECK_VALUE(step >= 0 && step < kCounterWords, "trace_step: step must be in [0, 2^32), got ", step);
+  TORCH_CHECK_VALUE(stage >= 0 && stage < int64_t(kProbeStride), "trace_step: stage must be in [0, 2^16), got ", stage);
   TORCH_CHECK_VALUE(probe == 0 || probe == 1, "trace_step: probe must be 0 (Rademacher) or 1 (Gaussian), got ", probe);
   Operands ops;
   ops.x = x.contiguous();
@@ -91,7 +85,7 @@ Operands prepare(const at::Tensor& x, at::TensorList ks, at::ArrayRef<double> bs
   ops.total_out = at::empty({x.size(0)}, total.options());
   ops.batch = x.size(0);
   ops.per_sample = ops.batch == 0 ? 0 : x.numel() / ops.batch;
-  TORCH_CHECK_VALUE(ops.per_sample <= (int64_t(4) << 32),
+  TORCH_CHECK_VALUE(ops.per_sample <= kMaxNumel,
                     "trace_step: at most 2^34 elements per sample (32-bit probe counter), got ", ops.per_sample);
   ops.probes = u.size(0);
   return ops;
@@ -152,7 +146,7 @@ void trace_step_kernel(const Operands& ops, double a, uint32_t step, uint32_t st
     for (int64_t i = 0; i < len; ++i) out[offset + i] = IO::store(acc[i]);
     double dot = 0.0;
     for (int64_t p = 0; p < probes; ++p) {
-      const uint32_t stage_word = stage + static_cast<uint32_t>(p << 16);
+      const uint32_t stage_word = stage + static_cast<uint32_t>(p) * kProbeStride;
       const storage_t* up = u + p * plane + offset;
       for (int64_t j0 = 0; j0 < len; j0 += 4 * kBlock) {
         const int64_t valid = std::min<int64_t>(4 * kBlock, len - j0);
@@ -227,12 +221,4 @@ std::tuple<at::Tensor, at::Tensor> trace_step_cuda(const at::Tensor& x, at::Tens
 }  // namespace
 }  // namespace fastdiff
 
-TORCH_LIBRARY_IMPL(fastdiff, CPU, m) {
-  m.impl("trace_step", &fastdiff::trace_step_cpu);
-}
-
-#ifdef FASTDIFF_WITH_CUDA
-TORCH_LIBRARY_IMPL(fastdiff, CUDA, m) {
-  m.impl("trace_step", &fastdiff::trace_step_cuda);
-}
-#endif
+FASTDIFF_REGISTER_KERNELS(trace_step)

@@ -15,10 +15,15 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+# The counter layout shared with the kernels (C++/CUDA copies in csrc/limits.h, held equal by tests/test_constants.py).
 STREAM_SOLVER = 0
 STREAM_PROBE = 1
 STREAM_INITIAL = 2  # initial noise x_T of fastdiff.train.sample_distributed
 STREAM_TRAIN = 3  # training-loss noise (fastdiff.train.draws)
+# The counter's element word is 32 bits wide and counts groups of four elements: elements per sample at most.
+MAX_NUMEL = 4 << 32
+# Hutchinson probes: the third counter word is stage + PROBE_STRIDE * probe, so stage and probe are below PROBE_STRIDE.
+PROBE_STRIDE = 1 << 16
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN_GAMMA = 0x9E3779B97F4A7C15

@@ -19,11 +19,9 @@ from collections.abc import Sequence
 import torch
 import triton
 import triton.language as tl
+from fastdiff.kernels.limits import MAX_PARTS, PART_MIN
 from fastdiff.kernels.philox import compute_dtype, normal_tile, round_to
 from fastdiff.kernels.solver_step import as_float, float_bits
-
-PART_MIN = 4096  # elements per part at least
-MAX_PARTS = 64
 
 
 def tile_groups(padded_models: int) -> int:
@@ -39,6 +37,16 @@ def _load_models(d_ptrs, x, offs, mask, rows, M: tl.constexpr, MP: tl.constexpr,
         d = tl.load(d_ptrs[i] + offs, mask=mask, other=0.0).to(DTYPE)
         e = tl.where(rows[:, None] == i, (d - x)[None, :], e)
     return e
+
+
+@triton.jit
+def _tile(x_ptr, row, begin, t, per_sample, TILE: tl.constexpr, DTYPE: tl.constexpr):
+    """Tile t of the part starting at `begin` of the sample at `row`: (start, mask, offsets, x), x zero outside."""
+    start = begin + t * TILE
+    local = start + tl.arange(0, TILE)
+    mask = local < per_sample
+    offs = row + local
+    return start, mask, offs, tl.load(x_ptr + offs, mask=mask, other=0.0).to(DTYPE)
 
 
 @triton.jit
@@ -79,7 +87,6 @@ def _reduce_kernel(
     b = pid // parts
     p = pid % parts
     rows = tl.arange(0, MP)
-    lanes = tl.arange(0, TILE)
     key = tl.load(keys_ptr + b)
     row = b.to(tl.int64) * per_sample
     begin = p.to(tl.int64) * part_len
@@ -92,11 +99,7 @@ def _reduce_kernel(
     cgram = tl.zeros((MP, MP), DTYPE)
     czdot = tl.zeros((MP,), DTYPE)
     for t in range(N_TILES):
-        start = begin + t * TILE
-        local = start + lanes
-        mask = local < per_sample
-        offs = row + local
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(DTYPE)
+        start, mask, offs, x = _tile(x_ptr, row, begin, t, per_sample, TILE, DTYPE)
         z = tl.where(mask, _noise(key, start, step, stage, stream, GROUPS, DTYPE), 0.0)
         e = _load_models(d_ptrs, x, offs, mask, rows, M, MP, TILE, DTYPE)
         gram += tl.sum(e[:, None, :] * e[None, :, :], axis=2)
@@ -195,13 +198,8 @@ def _finalize_kernel(
         key = tl.load(keys_ptr + b)
         row = b.to(tl.int64) * per_sample
         begin = p.to(tl.int64) * part_len
-        lanes = tl.arange(0, TILE)
         for t in range(N_TILES):
-            start = begin + t * TILE
-            local = start + lanes
-            mask = local < per_sample
-            offs = row + local
-            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(DTYPE)
+            start, mask, offs, x = _tile(x_ptr, row, begin, t, per_sample, TILE, DTYPE)
             z = _noise(key, start, step, stage, stream, GROUPS, DTYPE)
             e = _load_models(d_ptrs, x, offs, mask, rows, M, MP, TILE, DTYPE)
             moved = x + tl.sum(coef[:, None] * e, axis=0) + noise_scale * z
@@ -230,10 +228,10 @@ def ito_step(
     bias: Sequence[float],
     rcond: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x', ell', kappa) for contiguous x, denoised [B, ...], ell [B, M] and keys [B]; mode 0 = OR, 1 = AND."""
+    """(x', ell', kappa) for x and denoised [B, ...], ell [B, M] and keys [B] (`fastdiff.ops.ito_step` checks them);
+    mode 0 = OR, 1 = AND."""
     m = len(denoised)
-    assert x.is_contiguous() and all(d.is_contiguous() and d.shape == x.shape and d.dtype == x.dtype for d in denoised)
-    assert ell.shape == (x.shape[0], m) and ell.is_contiguous() and keys.shape == (x.shape[0],) and keys.is_contiguous()
+    x, denoised, ell, keys = x.contiguous(), [d.contiguous() for d in denoised], ell.contiguous(), keys.contiguous()
     batch = x.shape[0]
     per_sample = x.numel() // batch if batch else 0
     out = torch.empty_like(x, memory_format=torch.contiguous_format)

@@ -17,10 +17,15 @@ import torch
 import triton
 import triton.language as tl
 
-PHILOX_M0 = tl.constexpr(0xD2511F53)
-PHILOX_M1 = tl.constexpr(0xCD9E8D57)
-PHILOX_W0 = tl.constexpr(0x9E3779B9)
-PHILOX_W1 = tl.constexpr(0xBB67AE85)
+from fastdiff.dtypes import working_dtype
+from fastdiff.reference import philox as reference
+
+# The Philox4x32-10 constants of the reference, which defines the function.
+PHILOX_M0 = tl.constexpr(reference.PHILOX_M0)
+PHILOX_M1 = tl.constexpr(reference.PHILOX_M1)
+PHILOX_W0 = tl.constexpr(reference.PHILOX_W0)
+PHILOX_W1 = tl.constexpr(reference.PHILOX_W1)
+ROUNDS = tl.constexpr(reference.ROUNDS)
 # (pi/2) 2^-22: one unit of the integer angle n = 2^22 4u, in quarter turns.
 QUARTER_TURN_UNIT = tl.constexpr(math.pi / 2 * 2.0**-22)
 BLOCK = 256  # groups of four elements per program
@@ -30,7 +35,7 @@ BLOCK = 256  # groups of four elements per program
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Philox4x32-10 on uint32 tensors: ten rounds of (c0, c1, c2, c3) <- (hi1^c1^k0, lo1, hi0^c3^k1, lo0)
     with hi0/lo0 = mulhilo(c0, M0), hi1/lo1 = mulhilo(c2, M1), the key bumped by (W0, W1) between rounds."""
-    for r in tl.static_range(10):
+    for r in tl.static_range(ROUNDS):
         if r > 0:
             k0 = k0 + PHILOX_W0
             k1 = k1 + PHILOX_W1
@@ -144,15 +149,15 @@ def _philox_words_kernel(keys_ptr, out_ptr, groups, blocks_per_sample, first_gro
 
 
 def compute_dtype(dtype: torch.dtype) -> tl.dtype:
-    """The Triton type the math runs in for outputs of `dtype`."""
-    return tl.float64 if dtype == torch.float64 else tl.float32
+    """The Triton type the math runs in for outputs of `dtype`: `fastdiff.dtypes.working_dtype`."""
+    return tl.float64 if working_dtype(dtype) == torch.float64 else tl.float32
 
 
 def philox_normal(
     keys: torch.Tensor, numel: int, step: int, stage: int, stream: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """Standard normals `[B, numel]` of the int64 seeds `keys` `[B]` (contiguous); step, stage, stream in [0, 2^32)."""
-    assert keys.dtype == torch.int64 and keys.ndim == 1 and keys.is_contiguous()
+    """Standard normals `[B, numel]` of the int64 seeds `keys` `[B]`; step, stage, stream in [0, 2^32)."""
+    keys = keys.contiguous()
     out = torch.empty((keys.shape[0], numel), dtype=dtype, device=keys.device)
     blocks = triton.cdiv(triton.cdiv(numel, 4), BLOCK)
     if out.numel() > 0:
@@ -164,7 +169,7 @@ def philox_normal(
 
 def philox_words(keys: torch.Tensor, groups: int, step: int, stage: int, stream: int, first_group: int = 0) -> torch.Tensor:
     """Raw words `[B, groups, 4]` (as int64 in [0, 2^32)) of counters (first_group + g mod 2^32, step, stage, stream)."""
-    assert keys.dtype == torch.int64 and keys.ndim == 1 and keys.is_contiguous()
+    keys = keys.contiguous()
     out = torch.empty((keys.shape[0], groups, 4), dtype=torch.int64, device=keys.device)
     blocks = triton.cdiv(groups, BLOCK)
     if out.numel() > 0:

@@ -5,8 +5,9 @@ d = (step, stage, stream) at element e of sample b (row-major within x[b]): elem
 `fastdiff.reference.philox.philox_normal(keys, x[0].numel(), step, stage, stream)`, in float64 for
 float64 tensors. The normals are generated in registers, one Philox block per group of four elements
 per draw. The sum runs in float32 (float64 for float64 tensors); float16/bfloat16 are loaded and
-stored in their type. One launch takes up to MAX_TERMS stage tensors and MAX_DRAWS draws; further
-stage tensors are added by passes over the output with a = 1.
+stored in their type. One launch takes up to MAX_TERMS stage tensors and MAX_DRAWS draws
+(`fastdiff.kernels.limits`); further stage tensors are added by passes over the output with a = 1. Terms and
+draws with a zero coefficient are skipped, as in the reference: they cost nothing and never propagate NaN.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from collections.abc import Sequence
 import torch
 import triton
 import triton.language as tl
+from fastdiff.kernels.limits import MAX_DRAWS, MAX_TERMS
 from fastdiff.kernels.philox import BLOCK, compute_dtype, normal_tile, round_to
-
-MAX_TERMS = 8
-MAX_DRAWS = 4
 
 
 @triton.jit
@@ -69,6 +68,12 @@ def float_bits(value: float) -> int:
     return struct.unpack("<q", struct.pack("<d", value))[0]
 
 
+def nonzero_terms(ks: Sequence[torch.Tensor], bs: Sequence[float]) -> tuple[list[torch.Tensor], list[float]]:
+    """The stage tensors with a nonzero coefficient (made contiguous) and their coefficients."""
+    kept = [(k.contiguous(), b) for k, b in zip(ks, bs, strict=True) if b != 0.0]
+    return [k for k, _ in kept], [b for _, b in kept]
+
+
 def solver_step(
     x: torch.Tensor,
     ks: Sequence[torch.Tensor],
@@ -78,19 +83,21 @@ def solver_step(
     draws: Sequence[tuple[int, int, int]],
     cs: Sequence[float],
 ) -> torch.Tensor:
-    """`a x + sum_i bs[i] ks[i] + sum_d cs[d] z_d` as a new tensor; `draws[d]` = (step, stage, stream) in [0, 2^32)
-    of the normals z_d under the int64 seeds `keys` [B] (None without draws). x and ks are contiguous, alike."""
-    assert len(ks) == len(bs) and len(draws) == len(cs) <= MAX_DRAWS
-    assert all(k.shape == x.shape and k.dtype == x.dtype and k.is_contiguous() for k in ks) and x.is_contiguous()
-    assert not draws or (keys is not None and keys.dtype == torch.int64 and keys.shape == x.shape[:1] and keys.is_contiguous())
+    """`a x + sum_i bs[i] ks[i] + sum_d cs[d] z_d` as a new row-major tensor; `draws[d]` = (step, stage, stream) in
+    [0, 2^32) of the normals z_d under the int64 seeds `keys` [B] (None without draws). The ks are shaped like x
+    (`fastdiff.ops.solver_step` checks the arguments)."""
+    x, (ks, bs) = x.contiguous(), nonzero_terms(ks, bs)
+    kept = [(draw, c) for draw, c in zip(draws, cs, strict=True) if c != 0.0]
+    draw_args = tuple((step, stage, stream, float_bits(c)) for (step, stage, stream), c in kept)
+    assert len(draw_args) <= MAX_DRAWS
+    keys = None if keys is None else keys.contiguous()
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     if x.numel() == 0:
         return out
     # Without noise the sample boundaries do not matter: one row, so small samples do not cost a program each.
-    batch = x.shape[0] if draws else 1
+    batch = x.shape[0] if draw_args else 1
     per_sample = x.numel() // batch
     blocks = triton.cdiv(triton.cdiv(per_sample, 4), BLOCK)
-    draw_args = tuple((step, stage, stream, float_bits(c)) for (step, stage, stream), c in zip(draws, cs, strict=True))
     src, a_bits = x, float_bits(a)
     for start in range(0, max(len(ks), 1), MAX_TERMS):
         chunk = range(start, min(start + MAX_TERMS, len(ks)))

@@ -17,17 +17,20 @@ from collections.abc import Sequence
 import torch
 import triton
 import triton.language as tl
+from fastdiff.kernels.limits import MAX_TERMS
 from fastdiff.kernels.philox import BLOCK, box_muller4, compute_dtype, interleave4, philox_block, round_to
-from fastdiff.kernels.solver_step import as_float, float_bits
+from fastdiff.kernels.solver_step import as_float, float_bits, nonzero_terms
 
-MAX_TERMS = 8
-STREAM_PROBE = tl.constexpr(1)  # fastdiff.noise.STREAM_PROBE
+from fastdiff.noise import PROBE_STRIDE, STREAM_PROBE
+
+STREAM_PROBE_WORD = tl.constexpr(STREAM_PROBE)
+PROBE_SHIFT = tl.constexpr(PROBE_STRIDE.bit_length() - 1)  # p << PROBE_SHIFT = PROBE_STRIDE p
 
 
 @triton.jit
 def probe_tile(key, g, step, stage_word, GAUSSIAN: tl.constexpr, DTYPE: tl.constexpr):
     """[N, 4] probe values of groups g: row i holds elements 4 g[i] .. 4 g[i] + 3."""
-    r0, r1, r2, r3 = philox_block(key, g, step, stage_word, tl.full((), STREAM_PROBE, tl.uint32))
+    r0, r1, r2, r3 = philox_block(key, g, step, stage_word, tl.full((), STREAM_PROBE_WORD, tl.uint32))
     if GAUSSIAN:
         z0, z1, z2, z3 = box_muller4(r0, r1, r2, r3, DTYPE)
     else:
@@ -76,7 +79,7 @@ def _trace_step_kernel(
             acc += as_float(b_bits[i], DTYPE) * tl.load(k_ptrs[i] + offs, mask=mask).to(DTYPE)
         tl.store(out_ptr + offs, round_to(acc, out_ptr.dtype.element_ty), mask=mask)
         for p in range(N_PROBES):
-            stage_word = stage.to(tl.uint32) + (tl.full((), p, tl.uint32) << 16)
+            stage_word = stage.to(tl.uint32) + (tl.full((), p, tl.uint32) << PROBE_SHIFT)
             v = probe_tile(key, g, step, stage_word, GAUSSIAN, DTYPE)
             up = tl.load(u_ptr + tl.full((), p, tl.int64) * plane + offs, mask=mask, other=0.0).to(DTYPE)
             dot += up * v
@@ -100,11 +103,10 @@ def trace_step(
     c: float,
     w: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a x + sum_i bs[i] ks[i], total + c + w mean_p <u[p], v_p>) as new tensors; probe 0 is Rademacher,
-    1 Gaussian. x, ks, u ([P, *x.shape]), keys (int64 [B]) and total (float64 [B]) are contiguous."""
-    assert len(ks) == len(bs) <= MAX_TERMS and probe in (0, 1)
-    assert all(k.shape == x.shape and k.dtype == x.dtype and k.is_contiguous() for k in ks) and x.is_contiguous()
-    assert u.shape[1:] == x.shape and u.dtype == x.dtype and u.is_contiguous() and u.shape[0] >= 1
+    """(a x + sum_i bs[i] ks[i], total + c + w mean_p <u[p], v_p>) as new row-major tensors; probe 0 is Rademacher,
+    1 Gaussian; u is [P, *x.shape], keys int64 [B], total float64 [B] (`fastdiff.ops.trace_step` checks them)."""
+    x, (ks, bs), u, keys, total = x.contiguous(), nonzero_terms(ks, bs), u.contiguous(), keys.contiguous(), total.contiguous()
+    assert len(ks) <= MAX_TERMS
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     total_out = torch.empty_like(total)
     batch = x.shape[0]

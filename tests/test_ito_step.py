@@ -12,6 +12,7 @@ from backend_params import backend_params
 from poison import poisoned_outputs
 
 from fastdiff import _extension
+from fastdiff.dtypes import working_dtype
 from fastdiff.ops.ito_step import ito_step
 from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw
@@ -32,7 +33,7 @@ def inputs(shape, dtype, mode, m, seed, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, dtype=torch.float64, generator=g)
     denoised = [(x + torch.randn(shape, dtype=torch.float64, generator=g)).to(device, dtype) for _ in range(m)]
-    acc = reference.compute_dtype(dtype)
+    acc = working_dtype(dtype)
     ell = (torch.randn(shape[0], m, dtype=torch.float64, generator=g)).to(device, acc)
     per_model = torch.randn(m, dtype=torch.float64, generator=g).tolist()
     options = {"bias": per_model} if mode == "and" else {"log_weights": per_model, "temperature": 0.7}
@@ -55,7 +56,7 @@ def check_close(out, expected, dtype, x, denoised):
     terms = max(float(((d.cpu().double().flatten(1) - flat) ** 2).sum(1).max()) for d in denoised) * delta / SIGMA**4
     ref_x, ref_ell, ref_kappa = expected
     assert x_next.dtype == dtype and x_next.shape == ref_x.shape and x_next.is_contiguous()
-    assert ell_next.dtype == reference.compute_dtype(dtype) and kappa.dtype == ell_next.dtype
+    assert ell_next.dtype == working_dtype(dtype) and kappa.dtype == ell_next.dtype
     assert torch.isfinite(x_next).all() and torch.isfinite(ell_next).all() and torch.isfinite(kappa).all()
     x_tol = X_TOL[dtype] * float(ref_x.abs().max())
     torch.testing.assert_close(x_next.cpu().double(), ref_x, rtol=0, atol=x_tol)

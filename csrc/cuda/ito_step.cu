@@ -14,9 +14,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <cfloat>
 #include <cstdint>
 
+#include "../ito_weights.h"
 #include "../philox.h"
 #include "box_muller.cuh"
 #include "element_io.cuh"
@@ -26,112 +26,6 @@ namespace fastdiff {
 namespace {
 
 constexpr int kThreads = 256;
-
-// Statistics layout: upper triangle (i <= k) of <e_i, e_k> at i M + k, <z, e_i> at M M + i; AND: the centred
-// ones at M M + M + (i M + k) and 2 M M + M + i.
-template <int M, bool AND>
-struct StatCount {
-  static constexpr int value = AND ? 2 * (M * M + M) : M * M + M;
-};
-
-// softmax(T ell + log w), max subtracted.
-template <int M>
-__device__ void or_weights(const ItoParams& p, const double* ell, double* kappa) {
-  double logits[M];
-  double top = -DBL_MAX;
-#pragma unroll
-  for (int i = 0; i < M; ++i) {
-    logits[i] = p.temperature * ell[i] + p.log_weights[i];
-    top = logits[i] > top ? logits[i] : top;
-  }
-  double total = 0.0;
-#pragma unroll
-  for (int i = 0; i < M; ++i) {
-    kappa[i] = exp(logits[i] - top);
-    total += kappa[i];
-  }
-#pragma unroll
-  for (int i = 0; i < M; ++i) kappa[i] /= total;
-}
-
-// AND: (Delta C + eps I) a = Q(b - ell) - sqrt(Delta) cz + (Delta/2) Q diag(C), kappa = 1/M + centred a,
-// eps = rcond Delta tr(G)/M + DBL_MIN; elimination without pivoting (symmetric positive definite).
-template <int M>
-__device__ void and_weights(const ItoParams& p, const double (&g)[M][M], const double (&cc)[M][M], const double* cz,
-                            const double* ell, double* kappa) {
-  double trace = 0.0, mean_t = 0.0, mean_d = 0.0;
-#pragma unroll
-  for (int i = 0; i < M; ++i) {
-    trace += g[i][i];
-    mean_t += p.bias[i] - ell[i];
-    mean_d += cc[i][i];
-  }
-  mean_t /= M;
-  mean_d /= M;
-  const double eps = p.rcond * p.delta * trace / M + DBL_MIN;
-  double a[M][M];
-  double r[M];
-#pragma unroll
-  for (int i = 0; i < M; ++i) {
-#pragma unroll
-    for (int j = 0; j < M; ++j) a[i][j] = p.delta * cc[i][j] + (i == j ? eps : 0.0);
-    r[i] = (p.bias[i] - ell[i] - mean_t) - p.sqrt_delta * cz[i] + 0.5 * p.delta * (cc[i][i] - mean_d);
-  }
-#pragma unroll
-  for (int k = 0; k < M; ++k) {
-#pragma unroll
-    for (int i = k + 1; i < M; ++i) {
-      const double f = a[i][k] / a[k][k];
-#pragma unroll
-      for (int j = k; j < M; ++j) a[i][j] -= f * a[k][j];
-      r[i] -= f * r[k];
-    }
-  }
-  double mean_a = 0.0;
-#pragma unroll
-  for (int i = M - 1; i >= 0; --i) {
-    double v = r[i];
-#pragma unroll
-    for (int j = i + 1; j < M; ++j) v -= a[i][j] * kappa[j];
-    kappa[i] = v / a[i][i];
-    mean_a += kappa[i];
-  }
-  mean_a /= M;
-#pragma unroll
-  for (int i = 0; i < M; ++i) kappa[i] = 1.0 / M + (kappa[i] - mean_a);
-}
-
-// kappa and ell' = ell + Delta G kappa + sqrt(Delta) c - (Delta/2) diag G from a sample's summed statistics.
-template <int M, bool AND>
-__device__ void finalize(const ItoParams& p, const double* st, const double* ell, double* kappa, double* ell_next) {
-  const double inv4 = p.inv_s2 * p.inv_s2;
-  double g[M][M], c[M];
-#pragma unroll
-  for (int i = 0; i < M; ++i) {
-#pragma unroll
-    for (int k = 0; k < M; ++k) g[i][k] = st[(i < k ? i * M + k : k * M + i)] * inv4;
-    c[i] = st[M * M + i] * p.inv_s2;
-  }
-  if (AND) {
-    double cc[M][M], cz[M];
-#pragma unroll
-    for (int i = 0; i < M; ++i) {
-#pragma unroll
-      for (int k = 0; k < M; ++k) cc[i][k] = st[M * M + M + (i < k ? i * M + k : k * M + i)] * inv4;
-      cz[i] = st[2 * M * M + M + i] * p.inv_s2;
-    }
-    and_weights<M>(p, g, cc, cz, ell, kappa);
-  } else {
-    or_weights<M>(p, ell, kappa);
-  }
-#pragma unroll
-  for (int i = 0; i < M; ++i) {
-    double pull = 0.0;
-#pragma unroll
-    for (int j = 0; j < M; ++j) pull += g[i][j] * kappa[j];
-    ell_next[i] = ell[i] + p.delta * pull + p.sqrt_delta * c[i] - 0.5 * p.delta * g[i][i];
-  }
-}
 
 // One group of four elements of sample b starting at element e0 (len <= 4 valid): x, e_i = D_i - x and z,
 // zero past len.
@@ -169,39 +63,50 @@ __device__ __forceinline__ void store_move(T* out, int64_t first, int len, const
   }
 }
 
+// This thread's groups of four elements of part `part` of sample b, loaded (load_group): fn(first, len, xv, z, ev)
+// with `first` the group's first element in the buffers.
+template <int M, typename acc_t, typename T, typename Fn>
+__device__ __forceinline__ void for_each_group(const T* x, const ItoParams& p, const int64_t* keys, int64_t b, int64_t part,
+                                               int64_t per_sample, int64_t part_len, const Fn& fn) {
+  const int64_t begin = part * part_len;
+  const int64_t end = begin + part_len < per_sample ? begin + part_len : per_sample;
+  const uint64_t seed = static_cast<uint64_t>(keys[b]);
+  const int64_t row = b * per_sample;
+  for (int64_t g = begin / 4 + threadIdx.x; 4 * g < end; g += blockDim.x) {
+    const int64_t e0 = 4 * g;
+    const int len = end - e0 < 4 ? static_cast<int>(end - e0) : 4;
+    acc_t xv[4], z[4], ev[M][4];
+    load_group<M>(x, p, seed, g, row + e0, len, xv, z, ev);
+    fn(row + e0, len, xv, z, ev);
+  }
+}
+
 template <int M, bool AND, typename T, typename acc_t>
 __global__ void __launch_bounds__(kThreads) ito_reduce_kernel(const T* x, ItoParams p, const acc_t* ell, const int64_t* keys,
                                                               int64_t per_sample, int64_t parts, int64_t part_len,
                                                               double* workspace, T* out) {
-  constexpr int R = StatCount<M, AND>::value;
+  constexpr int R = ito_stat_count(M, AND);
   __shared__ acc_t coef[M];
   __shared__ acc_t red[kThreads];
   const int64_t block = blockIdx.x;
   const int64_t b = block / parts;
-  const int64_t begin = (block - b * parts) * part_len;
-  const int64_t end = begin + part_len < per_sample ? begin + part_len : per_sample;
   if (!AND) {
     if (threadIdx.x == 0) {
       double e[M], k[M];
 #pragma unroll
       for (int i = 0; i < M; ++i) e[i] = static_cast<double>(ell[b * M + i]);
-      or_weights<M>(p, e, k);
+      ito_or_weights<M>(p, e, k);
 #pragma unroll
-      for (int i = 0; i < M; ++i) coef[i] = static_cast<acc_t>(p.delta * p.inv_s2 * k[i]);
+      for (int i = 0; i < M; ++i) coef[i] = static_cast<acc_t>(ito_move_coef(p, k[i]));
     }
     __syncthreads();
   }
   acc_t st[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) st[r] = acc_t(0);
-  const uint64_t seed = static_cast<uint64_t>(keys[b]);
-  const int64_t row = b * per_sample;
   const acc_t noise_scale = static_cast<acc_t>(p.sqrt_delta);
-  for (int64_t g = begin / 4 + threadIdx.x; 4 * g < end; g += blockDim.x) {
-    const int64_t e0 = 4 * g;
-    const int len = end - e0 < 4 ? static_cast<int>(end - e0) : 4;
-    acc_t xv[4], z[4], ev[M][4];
-    load_group<M>(x, p, seed, g, row + e0, len, xv, z, ev);
+  for_each_group<M, acc_t>(x, p, keys, b, block - b * parts, per_sample, part_len, [&](int64_t first, int len, const acc_t(&xv)[4],
+                                                                             const acc_t(&z)[4], const acc_t(&ev)[M][4]) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
 #pragma unroll
@@ -226,8 +131,8 @@ __global__ void __launch_bounds__(kThreads) ito_reduce_kernel(const T* x, ItoPar
         }
       }
     }
-    if (!AND) store_move<M>(out, row + e0, len, xv, z, ev, coef, noise_scale);
-  }
+    if (!AND) store_move<M>(out, first, len, xv, z, ev, coef, noise_scale);
+  });
   // Fixed tree over the block (blockDim.x == kThreads), one statistic at a time.
 #pragma unroll 1
   for (int r = 0; r < R; ++r) {
@@ -246,7 +151,7 @@ template <int M, bool AND, typename T, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     ito_finalize_kernel(const T* x, ItoParams p, const acc_t* ell, const int64_t* keys, int64_t per_sample, int64_t parts,
                         int64_t part_len, const double* workspace, T* out, acc_t* ell_next, acc_t* kappa_out) {
-  constexpr int R = StatCount<M, AND>::value;
+  constexpr int R = ito_stat_count(M, AND);
   __shared__ double st[R];
   __shared__ acc_t coef[M];
   const int64_t moves = AND ? parts : 1;
@@ -262,10 +167,10 @@ __global__ void __launch_bounds__(kThreads)
     double e[M], k[M], next[M];
 #pragma unroll
     for (int i = 0; i < M; ++i) e[i] = static_cast<double>(ell[b * M + i]);
-    finalize<M, AND>(p, st, e, k, next);
+    ito_finalize<M, AND>(p, st, e, k, next);
 #pragma unroll
     for (int i = 0; i < M; ++i) {
-      coef[i] = static_cast<acc_t>(p.delta * p.inv_s2 * k[i]);
+      coef[i] = static_cast<acc_t>(ito_move_coef(p, k[i]));
       if (part == 0) {
         ell_next[b * M + i] = static_cast<acc_t>(next[i]);
         kappa_out[b * M + i] = static_cast<acc_t>(k[i]);
@@ -274,18 +179,11 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   if (!AND) return;
-  const int64_t begin = part * part_len;
-  const int64_t end = begin + part_len < per_sample ? begin + part_len : per_sample;
-  const uint64_t seed = static_cast<uint64_t>(keys[b]);
-  const int64_t row = b * per_sample;
   const acc_t noise_scale = static_cast<acc_t>(p.sqrt_delta);
-  for (int64_t g = begin / 4 + threadIdx.x; 4 * g < end; g += blockDim.x) {
-    const int64_t e0 = 4 * g;
-    const int len = end - e0 < 4 ? static_cast<int>(end - e0) : 4;
-    acc_t xv[4], z[4], ev[M][4];
-    load_group<M>(x, p, seed, g, row + e0, len, xv, z, ev);
-    store_move<M>(out, row + e0, len, xv, z, ev, coef, noise_scale);
-  }
+  for_each_group<M, acc_t>(x, p, keys, b, part, per_sample, part_len, [&](int64_t first, int len, const acc_t(&xv)[4],
+                                                                   const acc_t(&z)[4], const acc_t(&ev)[M][4]) {
+    store_move<M>(out, first, len, xv, z, ev, coef, noise_scale);
+  });
 }
 
 template <int M, bool AND, typename T, typename acc_t>
@@ -312,6 +210,7 @@ template <typename T, typename acc_t>
 cudaError_t launch_models(const void* x, const ItoParams& params, const void* ell, const int64_t* keys, int64_t batch,
                           int64_t per_sample, double* workspace, void* out, void* ell_next, void* kappa,
                           cudaStream_t cuda_stream) {
+  static_assert(kMaxModels == 8, "one case below per model count");
 #define FASTDIFF_ITO_CASE(M)                                                                                          \
   case M:                                                                                                            \
     return params.mode == 1 ? launch_typed<M, true, T, acc_t>(x, params, ell, keys, batch, per_sample, workspace, out, \

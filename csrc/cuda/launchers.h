@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "../limits.h"
+
 namespace fastdiff {
 
 // Element types of the buffers a launcher reads and writes.
@@ -19,8 +21,7 @@ cudaError_t launch_philox_normal(const int64_t* keys, int64_t batch, int64_t num
 
 // Counter-based Gaussians added by a solver step: z_d(b, e) is the standard normal of element e
 // of sample b for seed keys[b] at (step[d], stage[d], stream[d]) (csrc/philox.h), the same
-// function as fastdiff.reference.philox.philox_normal. At most kMaxDraws per step.
-constexpr int kMaxDraws = 4;
+// function as fastdiff.reference.philox.philox_normal. At most kMaxDraws (csrc/limits.h) per step.
 struct NoiseDraws {
   int count;
   uint32_t step[kMaxDraws];

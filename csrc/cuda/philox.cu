@@ -9,6 +9,7 @@
 
 #include "../philox.h"
 #include "box_muller.cuh"
+#include "element_io.cuh"
 #include "launchers.h"
 
 namespace fastdiff {
@@ -16,11 +17,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65536;
-
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // math_t is float for every output type except double.
 template <typename out_t, typename math_t>

@@ -20,13 +20,13 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65536;
-// Terms travel by value in the kernel's parameters; a step with more runs several passes.
-constexpr int kTermsPerPass = 8;
+// Terms travel by value in the kernel's parameters, kMaxTerms (csrc/limits.h) per pass; a step with more runs
+// several passes.
 
 template <typename T, typename acc_t>
 struct Terms {
-  const T* ptr[kTermsPerPass];
-  acc_t coef[kTermsPerPass];
+  const T* ptr[kMaxTerms];
+  acc_t coef[kMaxTerms];
   int count;
 };
 
@@ -84,7 +84,7 @@ __device__ __forceinline__ void step_group(int64_t i, const T* x, acc_t a, const
   for (int j = 0; j < 4; ++j) acc[j] = a * v[j];
   // Constant trip counts keep the parameters in the constant bank (no local copy).
 #pragma unroll
-  for (int t = 0; t < kTermsPerPass; ++t) {
+  for (int t = 0; t < kMaxTerms; ++t) {
     if (t == terms.count) break;
     load_group<VEC>(terms.ptr[t] + first, len, v);
     const acc_t c = terms.coef[t];
@@ -121,7 +121,7 @@ bool group_aligned(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % alignof(Group<T>) == 0;
 }
 
-// Up to kTermsPerPass terms per launch; later passes read out back as x with a = 1. The noise
+// Up to kMaxTerms terms per launch; later passes read out back as x with a = 1. The noise
 // goes in with the first pass.
 template <typename T, typename acc_t>
 cudaError_t launch(const void* x, double a, const void* const* ptrs, const double* coefs, int num_terms,
@@ -142,7 +142,7 @@ cudaError_t launch(const void* x, double a, const void* const* ptrs, const doubl
   int done = 0;
   do {
     Terms<T, acc_t> terms{};
-    terms.count = num_terms - done < kTermsPerPass ? num_terms - done : kTermsPerPass;
+    terms.count = num_terms - done < kMaxTerms ? num_terms - done : kMaxTerms;
     for (int t = 0; t < terms.count; ++t) {
       terms.ptr[t] = static_cast<const T*>(ptrs[done + t]);
       terms.coef[t] = static_cast<acc_t>(coefs[done + t]);

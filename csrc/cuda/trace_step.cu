@@ -1,6 +1,6 @@
 // CUDA kernel of fastdiff::trace_step: the solver update out = a x + sum_t coefs[t] terms[t] and
 // the per-sample Hutchinson sum sum_p <u[p], v_p>, with the probes v_p generated in registers from
-// the counter stream (fastdiff.reference.trace_step: counter (e / 4, step, stage + 2^16 p, 1),
+// the counter stream (fastdiff.reference.trace_step: counter (e / 4, step, stage + 2^16 p, STREAM_PROBE),
 // Rademacher from the top bit of each Philox word, Gaussian by Box-Muller), in one launch.
 // One block per sample: its threads stride over the sample's groups of four elements and the
 // block reduces the dot in a fixed tree, so the result is deterministic and does not depend on the
@@ -21,7 +21,6 @@ namespace fastdiff {
 namespace {
 
 constexpr int kThreads = 256;  // a power of two (the tree reduction halves it)
-constexpr uint32_t kStreamProbe = 1;  // fastdiff.noise.STREAM_PROBE
 
 // v[q] = probe value of element 4 g + q: +-1 from the top bit of word q, or the Box-Muller normal.
 template <typename acc_t>
@@ -58,7 +57,7 @@ __global__ void __launch_bounds__(kThreads) trace_step_kernel(const TraceStepArg
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[j] = j < len ? a * load(x + first + j) : acc_t(0);
 #pragma unroll
-    for (int t = 0; t < kTraceMaxTerms; ++t) {
+    for (int t = 0; t < kMaxTerms; ++t) {
       if (t == args.num_terms) break;
       const T* term = static_cast<const T*>(args.terms[t]);
       const acc_t coef = static_cast<acc_t>(args.coefs[t]);
@@ -72,7 +71,7 @@ __global__ void __launch_bounds__(kThreads) trace_step_kernel(const TraceStepArg
       if (j < len) store(out + first + j, acc[j]);
     }
     for (int64_t p = 0; p < args.probes; ++p) {
-      const uint32_t stage_word = args.stage + (static_cast<uint32_t>(p) << 16);
+      const uint32_t stage_word = args.stage + static_cast<uint32_t>(p) * kProbeStride;
       const PhiloxWords words = philox4x32_10(static_cast<uint32_t>(g), args.step, stage_word, kStreamProbe, k0, k1);
       acc_t v[4];
       probe_group(words, args.gaussian, v);
@@ -98,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) trace_step_kernel(const TraceStepArg
 
 template <typename T, typename acc_t>
 cudaError_t launch(const TraceStepArgs& args, cudaStream_t cuda_stream) {
-  if (args.num_terms < 0 || args.num_terms > kTraceMaxTerms || args.probes < 1 || args.batch < 0 || args.per_sample < 0) {
+  if (args.num_terms < 0 || args.num_terms > kMaxTerms || args.probes < 1 || args.batch < 0 || args.per_sample < 0) {
     return cudaErrorInvalidValue;
   }
   if (args.batch == 0) return cudaSuccess;

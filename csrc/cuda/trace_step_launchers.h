@@ -10,16 +10,14 @@
 
 namespace fastdiff {
 
-constexpr int kTraceMaxTerms = 8;
-
 // Buffers are dense and row-major, of the launch's dtype unless stated: x, terms[t] and out are
 // [batch, per_sample], u is [probes, batch, per_sample]; keys int64 [batch]; total and total_out
 // float64 [batch].
 struct TraceStepArgs {
   const void* x;
   double a;
-  const void* terms[kTraceMaxTerms];
-  double coefs[kTraceMaxTerms];
+  const void* terms[kMaxTerms];
+  double coefs[kMaxTerms];
   int num_terms;
   const void* u;
   int64_t probes;

@@ -39,6 +39,8 @@ import torch
 
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
+from fastdiff.dtypes import working_dtype
+from fastdiff.kernels.limits import MAX_MODELS
 from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw
 from fastdiff.reference import ito_step as reference
@@ -50,7 +52,6 @@ __all__ = ["DEFAULT_RCOND", "MAX_MODELS", "MODES", "SUPPORTED_BACKENDS", "ItoSte
 
 SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
 MODES = reference.MODES
-MAX_MODELS = 8
 DEFAULT_RCOND = 1e-6
 _MASK32 = 0xFFFFFFFF
 
@@ -100,7 +101,7 @@ def _check(x, denoised, sigma, sigma_next, ell, noise, mode, rcond) -> None:
             raise TypeError(f"ito_step: denoised[{i}] has dtype {d.dtype}, expected x's dtype {x.dtype}")
     if not sigma > sigma_next >= 0.0:
         raise ValueError(f"ito_step: needs sigma > sigma_next >= 0, got sigma={sigma}, sigma_next={sigma_next}")
-    acc = reference.compute_dtype(x.dtype)
+    acc = working_dtype(x.dtype)
     if not isinstance(ell, torch.Tensor) or ell.shape != (x.shape[0], m) or ell.dtype != acc or ell.device != x.device:
         got = f"{ell.dtype} {tuple(ell.shape)} on {ell.device}" if isinstance(ell, torch.Tensor) else type(ell).__name__
         raise ValueError(f"ito_step: ell must be a {acc} tensor of shape [B, M] = [{x.shape[0]}, {m}] on {x.device}, got {got}")
@@ -168,10 +169,7 @@ def _ito_step_triton(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from fastdiff.kernels import ito_step as kernels
 
-    return kernels.ito_step(
-        x.contiguous(), [d.contiguous() for d in denoised], sigma, sigma_next, ell.contiguous(), keys.contiguous(),
-        tuple(draw), mode, temperature, log_weights, bias, rcond,
-    )
+    return kernels.ito_step(x, denoised, sigma, sigma_next, ell, keys, tuple(draw), mode, temperature, log_weights, bias, rcond)
 
 
 def _fake(x, denoised, sigma, sigma_next, ell, keys, draw, mode, temperature, log_weights, bias, rcond):

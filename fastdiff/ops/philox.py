@@ -18,12 +18,11 @@ import torch
 
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
-from fastdiff.noise import STREAM_SOLVER, NoiseSource, seed_keys, seeds_to_keys
+from fastdiff.noise import MAX_NUMEL, STREAM_SOLVER, NoiseSource, seed_keys, seeds_to_keys
 from fastdiff.reference import philox as reference
 
 SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
-# The counter's element word is 32 bits wide and counts groups of four elements.
-MAX_NUMEL = 4 << 32
+__all__ = ["MAX_NUMEL", "SUPPORTED_BACKENDS", "CounterNoise", "philox_normal"]
 _MASK32 = 0xFFFFFFFF
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -60,7 +59,7 @@ def philox_normal(
 def _philox_normal_triton(keys: torch.Tensor, numel: int, step: int, stage: int, stream: int, dtype: torch.dtype) -> torch.Tensor:
     from fastdiff.kernels import philox as kernels
 
-    return kernels.philox_normal(keys.contiguous(), numel, step, stage, stream, dtype)
+    return kernels.philox_normal(keys, numel, step, stage, stream, dtype)
 
 
 @_philox_normal_triton.register_fake

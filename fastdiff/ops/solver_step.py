@@ -29,13 +29,13 @@ import torch
 
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
+from fastdiff.kernels.limits import MAX_DRAWS
 from fastdiff.ops.philox import CounterNoise
 from fastdiff.reference import solver_step as reference
 from fastdiff.validation import FLOAT_DTYPES
 
 SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
-# Counter draws generated inside one fused step; further draws are materialized.
-MAX_DRAWS = 4
+__all__ = ["MAX_DRAWS", "SUPPORTED_BACKENDS", "NoiseDraw", "solver_step"]
 _MASK32 = 0xFFFFFFFF
 
 
@@ -157,18 +157,7 @@ def _solver_step_triton(
 ) -> torch.Tensor:
     from fastdiff.kernels import solver_step as kernels
 
-    terms = [(b, k.contiguous()) for b, k in zip(bs, ks, strict=True) if b != 0.0]
-    triples = [tuple(draws[3 * d : 3 * d + 3]) for d in range(len(cs))]
-    kept = [(c, t) for c, t in zip(cs, triples, strict=True) if c != 0.0]
-    return kernels.solver_step(
-        x.contiguous(),
-        [k for _, k in terms],
-        a,
-        [b for b, _ in terms],
-        None if keys is None else keys.contiguous(),
-        [t for _, t in kept],
-        [c for c, _ in kept],
-    )
+    return kernels.solver_step(x, ks, a, bs, keys, [tuple(draws[3 * d : 3 * d + 3]) for d in range(len(cs))], cs)
 
 
 @_solver_step_triton.register_fake

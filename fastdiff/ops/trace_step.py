@@ -165,21 +165,7 @@ def _trace_step_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from fastdiff.kernels import trace_step as kernels
 
-    terms = [(b, k.contiguous()) for b, k in zip(bs, ks, strict=True) if b != 0.0]
-    return kernels.trace_step(
-        x.contiguous(),
-        [k for _, k in terms],
-        a,
-        [b for b, _ in terms],
-        u.contiguous(),
-        keys.contiguous(),
-        step,
-        stage,
-        probe,
-        total.contiguous(),
-        c,
-        w,
-    )
+    return kernels.trace_step(x, ks, a, bs, u, keys, step, stage, probe, total, c, w)
 
 
 def _fake(x, ks, a, bs, u, keys, step, stage, probe, total, c, w):

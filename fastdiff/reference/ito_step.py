@@ -27,14 +27,10 @@ from collections.abc import Sequence
 
 import torch
 
+from fastdiff.dtypes import working_dtype
 from fastdiff.reference.philox import philox_normal
 
 MODES = ("or", "and")
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 for float64 samples, float32 for every other dtype."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def or_weights(ell: torch.Tensor, temperature: float, log_weights: torch.Tensor) -> torch.Tensor:
@@ -106,7 +102,7 @@ def ito_step(
     """(x', ell', kappa) of one superposed Itô step; see the module docstring. ell: [B, M]."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    acc = compute_dtype(x.dtype)
+    acc = working_dtype(x.dtype)
     batch, m = x.shape[0], len(denoised)
     flat = x.reshape(batch, -1).to(acc)
     scores = torch.stack([(d.reshape(batch, -1).to(acc) - flat) / sigma**2 for d in denoised], dim=1)  # [B, M, N]

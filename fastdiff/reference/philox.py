@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from fastdiff.dtypes import working_dtype
+
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
 PHILOX_W0 = 0x9E3779B9
@@ -58,7 +60,7 @@ def philox_normal(
     keys: torch.Tensor, numel: int, step: int, stage: int, stream: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Standard normals of shape `[B, numel]` for per-sample 64-bit `keys` (int64 `[B]`)."""
-    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    compute = working_dtype(dtype)
     device = keys.device
     groups = (numel + 3) // 4
     g = torch.arange(groups, dtype=torch.int64, device=device)

@@ -22,17 +22,13 @@ from collections.abc import Sequence
 
 import torch
 
-from fastdiff.noise import STREAM_PROBE
+from fastdiff.dtypes import working_dtype
+from fastdiff.noise import PROBE_STRIDE, STREAM_PROBE
 from fastdiff.reference.philox import MASK32, philox4x32, philox_normal
 
+__all__ = ["PROBES", "PROBE_STRIDE", "probes", "rademacher", "trace_step"]
+
 PROBES = ("rademacher", "gaussian")
-# stage + PROBE_STRIDE * probe is the counter's third word.
-PROBE_STRIDE = 1 << 16
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 for float64 tensors, float32 for every other dtype."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def rademacher(keys: torch.Tensor, numel: int, step: int, stage_word: int, dtype: torch.dtype) -> torch.Tensor:
@@ -84,7 +80,7 @@ def trace_step(
     for b, k in zip(bs, ks, strict=True):
         if b != 0.0:
             x_out = x_out + b * k
-    compute = compute_dtype(x.dtype)
+    compute = working_dtype(x.dtype)
     n_probes, batch = u.shape[0], x.shape[0]
     v = probes(keys, x[0].numel(), n_probes, step, stage, kind, compute)
     dots = (u.to(compute).reshape(n_probes, batch, -1) * v).sum(-1)
