@@ -128,6 +128,13 @@ def test_the_denoising_step_evaluates_at_the_solvers_start_point():
     assert run.done and torch.equal(run.result, denoised)
 
 
+def test_the_denoising_step_starts_after_churn():
+    churn = {"s_churn": 40.0, "s_tmin": 0.0, "s_tmax": 100.0}
+    request, denoised, at_input, _, result = last_request_and_result("heun", churn)
+    assert request.sigma > GRID[-2] and not at_input  # x^, sigma^ after EDM churn
+    assert torch.equal(result, denoised)
+
+
 def test_ipndm_takes_its_own_step_to_zero():
     assert not SOLVERS["ipndm"].denoises_at_zero
     _, denoised, _, _, result = last_request_and_result("ipndm")

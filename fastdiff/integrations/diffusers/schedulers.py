@@ -115,8 +115,6 @@ _SOLVER_OPTIONS = frozenset(
 
 # solver name -> scheduler class, filled as the scheduler classes below are defined (FastdiffScheduler.__init_subclass__)
 SCHEDULERS: dict[str, type[FastdiffScheduler]] = {}
-# a grid of two steps that end above 0: its dry run counts a solver's evaluations per step
-_PLAN_GRID = [1.0, 0.5, 0.25]
 
 
 @dataclass
@@ -172,7 +170,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         super().__init_subclass__(**kwargs)
         if "solver" in cls.__dict__:
             cls.__init__ = _config_init(cls.solver, cls.extra_config)
-            cls.order = evaluation_plan(SOLVERS[cls.solver], _PLAN_GRID).max_per_step
+            cls.order = SOLVERS[cls.solver].evaluations_per_step
         if cls.__module__ == __name__:
             cls.__module__ = PUBLIC_MODULE  # a saved pipeline records the class's module: record the public one
             SCHEDULERS[cls.solver] = cls
