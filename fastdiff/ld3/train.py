@@ -64,7 +64,8 @@ def _distance(distance: str | Distance) -> Distance:
     )
 
 
-def _positive(name: str, value: object) -> float:
+def _positive(value: object, name: str) -> float:
+    """A finite number > 0 (the message these options have always had)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
@@ -72,7 +73,8 @@ def _positive(name: str, value: object) -> float:
 
 @dataclass
 class _Settings:
-    """The arguments of `learn_sigmas`, in its order; `_check` validates them and fills in the fields they imply."""
+    """The arguments of `learn_sigmas` (by name, in its order); `_check` validates them and fills in the fields they
+    imply."""
 
     denoiser: Callable
     solver: str
@@ -172,11 +174,11 @@ def _check(s: _Settings) -> Discretization:
         raise ValueError(f"shape must be one sample's shape (positive ints), got {s.shape!r}")
     for name in ("n_samples", "n_val", "batch_size", "max_epochs", "patience", "teacher_nfe"):
         check_positive_int(getattr(s, name), name)
-    s.sigma_min, s.sigma_max = _positive("sigma_min", s.sigma_min), _positive("sigma_max", s.sigma_max)
+    s.sigma_min, s.sigma_max = _positive(s.sigma_min, "sigma_min"), _positive(s.sigma_max, "sigma_max")
     if s.sigma_min >= s.sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max, got {s.sigma_min} and {s.sigma_max}")
     for name in ("lr", "lr_model_time", "grad_clip"):
-        _positive(name, getattr(s, name))
+        _positive(getattr(s, name), name)
     if isinstance(s.seed, bool) or not isinstance(s.seed, int) or not 0 <= s.seed < 2**64:
         raise ValueError(f"seed must be an int in [0, 2^64), got {s.seed!r}")
     if not isinstance(s.dtype, torch.dtype) or not s.dtype.is_floating_point:
