@@ -238,21 +238,11 @@ cudaError_t launch_models(const void* x, const ItoParams& params, const void* el
 cudaError_t launch_ito_step(const void* x, const ItoParams& params, const void* ell, const int64_t* keys, int64_t batch,
                             int64_t per_sample, DType dtype, double* workspace, void* out, void* ell_next, void* kappa,
                             cudaStream_t cuda_stream) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return launch_models<float, float>(x, params, ell, keys, batch, per_sample, workspace, out, ell_next, kappa,
-                                         cuda_stream);
-    case DType::kFloat64:
-      return launch_models<double, double>(x, params, ell, keys, batch, per_sample, workspace, out, ell_next, kappa,
-                                           cuda_stream);
-    case DType::kFloat16:
-      return launch_models<__half, float>(x, params, ell, keys, batch, per_sample, workspace, out, ell_next, kappa,
-                                          cuda_stream);
-    case DType::kBFloat16:
-      return launch_models<__nv_bfloat16, float>(x, params, ell, keys, batch, per_sample, workspace, out, ell_next, kappa,
-                                                 cuda_stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(dtype, [&](auto types) {
+    using Types = decltype(types);
+    return launch_models<typename Types::storage_t, typename Types::acc_t>(x, params, ell, keys, batch, per_sample,
+                                                                           workspace, out, ell_next, kappa, cuda_stream);
+  });
 }
 
 }  // namespace fastdiff

@@ -57,17 +57,10 @@ cudaError_t launch(const int64_t* keys, int64_t batch, int64_t numel, uint32_t s
 
 cudaError_t launch_philox_normal(const int64_t* keys, int64_t batch, int64_t numel, uint32_t step, uint32_t stage,
                                  uint32_t stream, DType dtype, void* out, cudaStream_t cuda_stream) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return launch<float, float>(keys, batch, numel, step, stage, stream, out, cuda_stream);
-    case DType::kFloat64:
-      return launch<double, double>(keys, batch, numel, step, stage, stream, out, cuda_stream);
-    case DType::kFloat16:
-      return launch<__half, float>(keys, batch, numel, step, stage, stream, out, cuda_stream);
-    case DType::kBFloat16:
-      return launch<__nv_bfloat16, float>(keys, batch, numel, step, stage, stream, out, cuda_stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(dtype, [&](auto types) {
+    using Types = decltype(types);
+    return launch<typename Types::storage_t, typename Types::acc_t>(keys, batch, numel, step, stage, stream, out, cuda_stream);
+  });
 }
 
 }  // namespace fastdiff

@@ -164,18 +164,11 @@ cudaError_t launch(const void* x, double a, const void* const* ptrs, const doubl
 cudaError_t launch_solver_step(const void* x, double a, const void* const* terms, const double* coefs, int num_terms,
                                const int64_t* keys, const NoiseDraws& draws, int64_t batch, int64_t per_sample,
                                DType dtype, void* out, cudaStream_t cuda_stream) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return launch<float, float>(x, a, terms, coefs, num_terms, keys, draws, batch, per_sample, out, cuda_stream);
-    case DType::kFloat64:
-      return launch<double, double>(x, a, terms, coefs, num_terms, keys, draws, batch, per_sample, out, cuda_stream);
-    case DType::kFloat16:
-      return launch<__half, float>(x, a, terms, coefs, num_terms, keys, draws, batch, per_sample, out, cuda_stream);
-    case DType::kBFloat16:
-      return launch<__nv_bfloat16, float>(x, a, terms, coefs, num_terms, keys, draws, batch, per_sample, out,
-                                          cuda_stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(dtype, [&](auto types) {
+    using Types = decltype(types);
+    return launch<typename Types::storage_t, typename Types::acc_t>(x, a, terms, coefs, num_terms, keys, draws, batch,
+                                                                    per_sample, out, cuda_stream);
+  });
 }
 
 }  // namespace fastdiff

@@ -109,17 +109,10 @@ cudaError_t launch(const TraceStepArgs& args, cudaStream_t cuda_stream) {
 }  // namespace
 
 cudaError_t launch_trace_step(const TraceStepArgs& args, DType dtype, cudaStream_t cuda_stream) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return launch<float, float>(args, cuda_stream);
-    case DType::kFloat64:
-      return launch<double, double>(args, cuda_stream);
-    case DType::kFloat16:
-      return launch<__half, float>(args, cuda_stream);
-    case DType::kBFloat16:
-      return launch<__nv_bfloat16, float>(args, cuda_stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(dtype, [&](auto types) {
+    using Types = decltype(types);
+    return launch<typename Types::storage_t, typename Types::acc_t>(args, cuda_stream);
+  });
 }
 
 }  // namespace fastdiff

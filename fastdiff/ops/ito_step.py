@@ -30,8 +30,6 @@ A kappa - lambda 1 = r, sum kappa = 1); the formulas are written once, in `fastd
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -41,11 +39,12 @@ from fastdiff import _extension
 from fastdiff.backends import resolve_backend
 from fastdiff.dtypes import working_dtype
 from fastdiff.kernels.limits import MAX_MODELS
+from fastdiff.ops.arguments import host_float
 from fastdiff.ops.philox import CounterNoise
 from fastdiff.ops.solver_step import NoiseDraw
 from fastdiff.reference import ito_step as reference
 from fastdiff.reference.ito_step import or_weights, regularization, solve_bordered
-from fastdiff.validation import FLOAT_DTYPES
+from fastdiff.validation import FLOAT_DTYPES, check_number
 
 __all__ = ["DEFAULT_RCOND", "MAX_MODELS", "MODES", "SUPPORTED_BACKENDS", "ItoStep", "ito_step", "or_weights", "regularization",
            "solve_bordered"]
@@ -64,19 +63,13 @@ class ItoStep(NamedTuple):
     kappa: torch.Tensor
 
 
-def _real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise TypeError(f"ito_step: {name} must be a finite host number, got {value!r}")
-    return float(value)
-
-
 def _per_model(name: str, values: Sequence[float] | None, m: int) -> list[float]:
     if values is None:
         return [0.0] * m
     values = list(values)
     if len(values) != m:
         raise ValueError(f"ito_step: {name} needs one entry per model, got {len(values)} for {m} models")
-    return [_real(f"{name}[{i}]", v) for i, v in enumerate(values)]
+    return [host_float(v, f"{name}[{i}]", "ito_step", finite=True) for i, v in enumerate(values)]
 
 
 def _check(x, denoised, sigma, sigma_next, ell, noise, mode, rcond) -> None:
@@ -112,8 +105,7 @@ def _check(x, denoised, sigma, sigma_next, ell, noise, mode, rcond) -> None:
     if keys.shape != (x.shape[0],) or keys.device != x.device:
         raise ValueError(f"ito_step: noise needs one seed per sample on {x.device}, got keys of shape {tuple(keys.shape)} "
                          f"on {keys.device}")
-    if rcond < 0.0:
-        raise ValueError(f"ito_step: rcond must be >= 0, got {rcond}")
+    check_number(rcond, "ito_step: rcond", 0.0)
 
 
 def ito_step(
@@ -136,8 +128,10 @@ def ito_step(
     `temperature` scales the log-densities in OR's softmax; `rcond` >= 0 is AND's relative regularization.
     """
     denoised = list(denoised)
-    sigma, sigma_next = _real("sigma", sigma), _real("sigma_next", sigma_next)
-    temperature, rcond = _real("temperature", temperature), _real("rcond", rcond)
+    sigma, sigma_next, temperature, rcond = (
+        host_float(v, name, "ito_step", finite=True)
+        for v, name in ((sigma, "sigma"), (sigma_next, "sigma_next"), (temperature, "temperature"), (rcond, "rcond"))
+    )
     _check(x, denoised, sigma, sigma_next, ell, noise, mode, rcond)
     log_w = _per_model("log_weights", log_weights, len(denoised))
     offsets = _per_model("bias", bias, len(denoised))

@@ -19,6 +19,7 @@ import torch
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
 from fastdiff.noise import MAX_NUMEL, STREAM_SOLVER, NoiseSource, seed_keys, seeds_to_keys
+from fastdiff.ops.arguments import host_int
 from fastdiff.reference import philox as reference
 
 SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
@@ -41,9 +42,8 @@ def philox_normal(
     if not isinstance(keys, torch.Tensor) or keys.dtype != torch.int64 or keys.ndim != 1:
         got = f"dtype {keys.dtype}, shape {tuple(keys.shape)}" if isinstance(keys, torch.Tensor) else type(keys).__name__
         raise TypeError(f"keys must be a 1-D int64 tensor of per-sample seeds, got {got}")
-    for name, value in (("numel", numel), ("step", step), ("stage", stage), ("stream", stream)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    for value, name in ((numel, "numel"), (step, "step"), (stage, "stage"), (stream, "stream")):
+        host_int(value, name, "philox_normal")
     if not 0 <= numel <= MAX_NUMEL:
         raise ValueError(f"numel must be in [0, 2^34] (32-bit counter over groups of four elements), got {numel}")
     if dtype not in _DTYPES:

@@ -21,7 +21,6 @@ otherwise the compiled ops keep a dense x's layout (channels-last stays channels
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ import torch
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
 from fastdiff.kernels.limits import MAX_DRAWS
+from fastdiff.ops.arguments import host_float
 from fastdiff.ops.philox import CounterNoise
 from fastdiff.reference import solver_step as reference
 from fastdiff.validation import FLOAT_DTYPES
@@ -53,12 +53,6 @@ class NoiseDraw:
 
     def materialize(self, like: torch.Tensor) -> torch.Tensor:
         return self.source.draw(like, self.step, self.stage, self.sigma, self.sigma_next)
-
-
-def _check_coefficient(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"solver_step: {name} must be a host number (float), got {type(value).__name__}")
-    return float(value)
 
 
 def _learnable(a: object, bs: Sequence[object]) -> list[str]:
@@ -90,9 +84,9 @@ def _check_operands(x: torch.Tensor, ks: Sequence[torch.Tensor], a: float, bs: S
         raise TypeError(f"solver_step: x must be a float16, bfloat16, float32 or float64 tensor, got {got}")
     if len(ks) != len(bs):
         raise ValueError(f"solver_step needs one coefficient per stage tensor: got {len(ks)} tensors and {len(bs)} coefficients")
-    _check_coefficient("a", a)
+    host_float(a, "a", "solver_step")
     for i, (k, b) in enumerate(zip(ks, bs, strict=True)):
-        _check_coefficient(f"bs[{i}]", b)
+        host_float(b, f"bs[{i}]", "solver_step")
         if k.shape != x.shape:
             raise ValueError(f"stage tensor ks[{i}] has shape {tuple(k.shape)}, expected x's shape {tuple(x.shape)}")
         if k.device != x.device:
@@ -121,7 +115,7 @@ def solver_step(
     if learnable:
         return _differentiable_step(x, ks, a, bs, noise, backend, learnable)
     _check_operands(x, ks, a, bs)
-    cs = [_check_coefficient(f"noise[{j}] coefficient", c) for j, (c, _) in enumerate(noise)]
+    cs = [host_float(c, f"noise[{j}] coefficient", "solver_step") for j, (c, _) in enumerate(noise)]
     chosen = resolve_backend(backend, x.device, SUPPORTED_BACKENDS)
     ks, bs = list(ks), [float(b) for b in bs]
     keys, draws, draw_cs = None, [], []

@@ -20,7 +20,6 @@ x_out is row-major. Not differentiable (likelihood evaluation needs no gradient 
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +27,7 @@ import torch
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
 from fastdiff.noise import STREAM_PROBE
+from fastdiff.ops.arguments import host_float, host_int
 from fastdiff.ops.philox import philox_normal
 from fastdiff.reference import trace_step as reference
 from fastdiff.reference.trace_step import PROBE_STRIDE, PROBES
@@ -37,24 +37,12 @@ SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
 _MASK32 = 0xFFFFFFFF
 
 
-def _host_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"trace_step: {name} must be a host number (float), got {type(value).__name__}")
-    return float(value)
-
-
-def _host_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"trace_step: {name} must be an int, got {type(value).__name__}")
-    return value
-
-
 def check_probe_args(n_probes: object, stage: object, kind: object) -> None:
     """n_probes in [1, 2^16], stage in [0, 2^16) (they share one counter word), kind a known probe."""
-    n = _host_int("n_probes", n_probes)
+    n = host_int(n_probes, "n_probes", "trace_step")
     if not 1 <= n <= PROBE_STRIDE:
         raise ValueError(f"n_probes must be in [1, {PROBE_STRIDE}], got {n}")
-    s = _host_int("stage", stage)
+    s = host_int(stage, "stage", "trace_step")
     if not 0 <= s < PROBE_STRIDE:
         raise ValueError(f"stage must be in [0, {PROBE_STRIDE}), got {s}")
     if kind not in PROBES:
@@ -138,9 +126,9 @@ def trace_step(
     _check_operands(x, ks, bs, u, total)
     _check_keys(keys, x)
     check_probe_args(u.shape[0], stage, probe)
-    step = _host_int("step", step) & _MASK32
-    a, c, w = _host_float("a", a), _host_float("c", c), _host_float("w", w)
-    bs = [_host_float(f"bs[{i}]", b) for i, b in enumerate(bs)]
+    step = host_int(step, "step", "trace_step") & _MASK32
+    a, c, w = (host_float(v, name, "trace_step") for v, name in ((a, "a"), (c, "c"), (w, "w")))
+    bs = [host_float(b, f"bs[{i}]", "trace_step") for i, b in enumerate(bs)]
     chosen = resolve_backend(backend, x.device, SUPPORTED_BACKENDS)
     if chosen == "reference":
         return reference.trace_step(x, ks, a, bs, u, keys, step, stage, probe, total, c, w)
