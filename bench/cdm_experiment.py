@@ -3,7 +3,7 @@ training time. Writes bench/CDM.md, bench/results/cdm_toy.json and bench/cdm_toy
 
 For each seed, MLP denoisers start from the same initialization and see the same data and noise stream for the same
 number of optimizer steps: one trained with EDM's DSM loss, the others with DSM + lambda_cp L_cp
-(fastdiff.train.cdm_loss; lambda_cp 10, the default of ALGORITHMS.md, and 1000). Each EMA model then samples N points
+(fastdiff.train.cdm_loss; lambda_cp 10, the default of docs/ALGORITHMS.md, and 1000). Each EMA model then samples N points
 with Heun (18 steps) and with Euler-Maruyama (64 steps) on the Karras grid 0.002..80; along each trajectory we record,
 at every grid level sigma_i, the model's error against the exact denoiser of the mixture,
 

@@ -256,7 +256,7 @@ def _per_sample_arg(value: object, x: torch.Tensor) -> bool:
 
 
 class GroupedDenoiser(nn.Module):
-    """Timestep-grouped denoiser (TDC, ALGORITHMS.md section 9): D(x, sigma) = D_g(x, sigma) for the group g of sigma.
+    """Timestep-grouped denoiser (TDC, docs/ALGORITHMS.md section 9): D(x, sigma) = D_g(x, sigma) for the group g of sigma.
 
     `groups` is a sequence of `(sigma_lo, sigma_hi, denoiser)` that tile one interval without gaps or overlaps
     (in any order; sorted here by sigma_lo): group g covers sigma_lo <= sigma < sigma_hi, the highest group also

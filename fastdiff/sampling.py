@@ -75,7 +75,7 @@ def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
 def sample_srk(model, x, sigmas, extra_args=None, callback=None, disable=None, theta=0.085, coupled=True,
                noise_sampler=None, seed=None, backend="auto"):
     """Multistep stochastic Runge-Kutta, one evaluation per step: a stage at fraction `theta` of the step whose noise
-    is the step's own Brownian path up to it (fastdiff's default stochastic sampler, ALGORITHMS.md sections 3, 11).
+    is the step's own Brownian path up to it (fastdiff's default stochastic sampler, docs/ALGORITHMS.md sections 3, 11).
     A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
     return _k_sample("srk", model, x, sigmas, extra_args, callback, disable, seed=seed, noise_sampler=noise_sampler,
                      backend=backend, theta=theta, coupled=coupled)
@@ -83,7 +83,7 @@ def sample_srk(model, x, sigmas, extra_args=None, callback=None, disable=None, t
 
 def sample_srk_dp(model, x, sigmas, extra_args=None, callback=None, disable=None, coupled=True, noise_sampler=None,
                   seed=None, backend="auto"):
-    """Stochastic Runge-Kutta in data-prediction form, two evaluations per step (ALGORITHMS.md section 11).
+    """Stochastic Runge-Kutta in data-prediction form, two evaluations per step (docs/ALGORITHMS.md section 11).
     A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
     return _k_sample("srk_dp", model, x, sigmas, extra_args, callback, disable, seed=seed,
                      noise_sampler=noise_sampler, backend=backend, coupled=coupled)
@@ -91,7 +91,7 @@ def sample_srk_dp(model, x, sigmas, extra_args=None, callback=None, disable=None
 
 def sample_srk_score(model, x, sigmas, extra_args=None, callback=None, disable=None, coupled=True, noise_sampler=None,
                      seed=None, backend="auto"):
-    """Stochastic Runge-Kutta in score form on the VP process, two evaluations per step (ALGORITHMS.md section 3).
+    """Stochastic Runge-Kutta in score form on the VP process, two evaluations per step (docs/ALGORITHMS.md section 3).
     A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
     return _k_sample("srk_score", model, x, sigmas, extra_args, callback, disable, seed=seed,
                      noise_sampler=noise_sampler, backend=backend, coupled=coupled)

@@ -1,4 +1,4 @@
-"""Float64 step coefficients of the stochastic Runge-Kutta (SRK) samplers (ALGORITHMS.md sections 3 and 11).
+"""Float64 step coefficients of the stochastic Runge-Kutta (SRK) samplers (docs/ALGORITHMS.md sections 3 and 11).
 
 Every coefficient is a combination of the exponential tails E_n(x) = e^x - sum_{k<n} x^k / k!,
 which the closed forms lose to cancellation for small x; `exp_tail` switches to the Taylor series

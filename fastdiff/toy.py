@@ -1,4 +1,4 @@
-"""Exact Gaussian-mixture targets under sigma-noise: test oracles and demos (ALGORITHMS.md section 10).
+"""Exact Gaussian-mixture targets under sigma-noise: test oracles and demos (docs/ALGORITHMS.md section 10).
 
 Data x0 ~ sum_k pi_k N(mu_k, Sigma_k); the noised point is x = x0 + sigma eps (VE / EDM form), so
 

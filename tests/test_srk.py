@@ -110,7 +110,7 @@ def test_srk_is_stable_at_nfe_8():
 
 
 def test_score_form_diverges_at_nfe_8_and_data_form_does_not():
-    """ALGORITHMS.md section 11, finding (1) and (2): 4 two-evaluation steps on the Karras grid."""
+    """docs/ALGORITHMS.md section 11, finding (1) and (2): 4 two-evaluation steps on the Karras grid."""
     assert kl("srk_score", 4) > 100.0
     assert kl("srk_dp", 4) < 0.02
 

@@ -1,4 +1,4 @@
-"""TDC (ALGORITHMS.md section 9): networks, noise-level groups and budgets, structured pruning, FLOPs counting,
+"""TDC (docs/ALGORITHMS.md section 9): networks, noise-level groups and budgets, structured pruning, FLOPs counting,
 the width search and GroupedDenoiser routing."""
 
 import math

@@ -1,4 +1,4 @@
-"""The Itô density estimator (SuperDiff, Skreta et al. 2024, arXiv 2412.17762; ALGORITHMS.md section 6).
+"""The Itô density estimator (SuperDiff, Skreta et al. 2024, arXiv 2412.17762; docs/ALGORITHMS.md section 6).
 
 Along a reverse-SDE trajectory whose noise has exactly the forward process's scale (EDM form: a step
 sigma -> sigma' adds sqrt(Delta) z, Delta = sigma^2 - sigma'^2), the log-density of any model i changes by

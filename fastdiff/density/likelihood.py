@@ -1,4 +1,4 @@
-"""Log-likelihoods through the probability-flow ODE (ALGORITHMS.md section 5).
+"""Log-likelihoods through the probability-flow ODE (docs/ALGORITHMS.md section 5).
 
 Along dx/dsigma = (x - D(x, sigma))/sigma, run from the data end sigma_min up to sigma_max,
 

@@ -1,4 +1,4 @@
-"""LD3's grid parameterization (ALGORITHMS.md section 7; Tong et al. 2024, arXiv 2405.15506).
+"""LD3's grid parameterization (docs/ALGORITHMS.md section 7; Tong et al. 2024, arXiv 2405.15506).
 
 With lambda = -log sigma, n levels and parameters xi (n, init ones):
     c = cumsum(softmax(xi)),   lambda_i = lambda_min + (c_i - c_0) / (c_{n-1} - c_0) (lambda_max - lambda_min),

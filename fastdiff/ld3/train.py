@@ -1,4 +1,4 @@
-"""`learn_sigmas`: LD3's training loop (ALGORITHMS.md section 7; Tong et al. 2024, arXiv 2405.15506).
+"""`learn_sigmas`: LD3's training loop (docs/ALGORITHMS.md section 7; Tong et al. 2024, arXiv 2405.15506).
 
 Teacher pairs (x_T, Psi*(x_T)) from a high-accuracy solve; the student solves from x_T' (the soft objective's
 slack, `fastdiff.ld3.surrogate`) down the learned grid and its loss is distance(student, teacher), backpropagated
@@ -445,7 +445,7 @@ def learn_sigmas(
     to_zero: the grid runs sigma_max -> sigma_min, then 0 when set; `fastdiff.ld3.solvers` maps NFE to steps.
     sigma_grad: how the loss reaches the sigma the network sees ("auto" probes the denoiser; `fastdiff.ld3.network`).
     checkpoint: recompute the network in the backward pass instead of storing its activations.
-    Optimizers: RMSprop (`lr`, 5e-3) on xi as in ALGORITHMS.md section 7; on xi_c `model_time_optimizer` "rmsprop"
+    Optimizers: RMSprop (`lr`, 5e-3) on xi as in docs/ALGORITHMS.md section 7; on xi_c `model_time_optimizer` "rmsprop"
         (default, `lr_model_time` 5e-3) or "sgd" (the paper's choice, whose step scales with the loss: measured in
         bench/LD3.md, it oscillates on an 8-d target at lr 0.1 and is slow on a 1-D one at 0.02); gradients clipped to
         `grad_clip` (1.0) in total norm.

@@ -1,4 +1,4 @@
-"""Euler-Maruyama on the reverse SDE in variance time u = sigma^2 (Song et al. 2021, arXiv 2011.13456; ALGORITHMS.md 3).
+"""Euler-Maruyama on the reverse SDE in variance time u = sigma^2 (Song et al. 2021, arXiv 2011.13456; docs/ALGORITHMS.md 3).
 
 With Delta = sigma^2 - sigma'^2 and score s = (D - x)/sigma^2: x' = x + Delta s + s_noise sqrt(Delta) z, i.e.
 x' = (sigma'/sigma)^2 x + (1 - (sigma'/sigma)^2) D + s_noise sqrt(Delta) z. One evaluation per step.

@@ -1,4 +1,4 @@
-"""SRK, fastdiff's default stochastic sampler: the multistep form of the stochastic Runge-Kutta step (ALGORITHMS.md
+"""SRK, fastdiff's default stochastic sampler: the multistep form of the stochastic Runge-Kutta step (docs/ALGORITHMS.md
 sections 3 and 11). One evaluation per step.
 
 The data-prediction SRK (`srk_dp`) spends two evaluations per step: one at the step start and one at a stage

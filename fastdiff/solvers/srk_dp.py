@@ -1,4 +1,4 @@
-"""SRK in data-prediction form (ALGORITHMS.md section 11): the linear part of dx = 2 (D - x) dlambda + sqrt(2) sigma dW
+"""SRK in data-prediction form (docs/ALGORITHMS.md section 11): the linear part of dx = 2 (D - x) dlambda + sqrt(2) sigma dW
 integrated exactly, one stage, two coupled Gaussians. Two evaluations per step.
 
 With h = log(sigma/sigma') and the coefficients of `fastdiff.srk_coefficients.data_form`:

@@ -1,5 +1,5 @@
 """First-order exponential integrator of the VP reverse SDE: the score-form SRK (`srk_score`) with w1 = 0, the
-"first-order exp. integrator" baseline of ALGORITHMS.md section 11. One evaluation per step.
+"first-order exp. integrator" baseline of docs/ALGORITHMS.md section 11. One evaluation per step.
 
 In y = alpha x, alpha = 1/sqrt(1 + sigma^2), h = log(alpha'/alpha): y' = e^h y + 2 (e^h - 1) s(y) + sqrt(e^{2h} - 1) z,
 s(y) = (alpha D - y)/(alpha^2 sigma^2); in EDM variables x' = x + b (D - x) + sqrt(e^{2h} - 1)/alpha' z with

@@ -1,4 +1,4 @@
-"""SRK in score form (ALGORITHMS.md section 3): the exponential-integrator analogue of Roessler's SRA1 on the reverse
+"""SRK in score form (docs/ALGORITHMS.md section 3): the exponential-integrator analogue of Roessler's SRA1 on the reverse
 OU process in VP coordinates y = alpha x, alpha = 1/sqrt(1 + sigma^2). Two evaluations per step.
 
 dy = (y + 2 s) dr + sqrt(2) dB with s(y) = (alpha D - y)/(alpha^2 sigma^2); with h = log(alpha'/alpha) and the

@@ -1,4 +1,4 @@
-"""Training losses: EDM denoising score matching and the CDM consistency term (ALGORITHMS.md section 8).
+"""Training losses: EDM denoising score matching and the CDM consistency term (docs/ALGORITHMS.md section 8).
 
 DSM (Karras et al. 2022, eq. 2 and Table 1): sigma = exp(P_mean + P_std n), n ~ N(0, 1); x = x0 + sigma eps;
 

@@ -1,4 +1,4 @@
-"""TDC, two-stage divide-and-conquer (ALGORITHMS.md section 9): one base model trained on all noise levels, then per
+"""TDC, two-stage divide-and-conquer (docs/ALGORITHMS.md section 9): one base model trained on all noise levels, then per
 SNR group a copy pruned to a FLOPs budget by a proxy width search and fine-tuned on that group's noise levels only,
 sampled through `fastdiff.models.GroupedDenoiser`.
 

@@ -1,4 +1,4 @@
-"""Noise-level groups of TDC (ALGORITHMS.md section 9): contiguous, equal-width bins in SNR (dB), and FLOPs budgets.
+"""Noise-level groups of TDC (docs/ALGORITHMS.md section 9): contiguous, equal-width bins in SNR (dB), and FLOPs budgets.
 
 In EDM form x = x0 + sigma eps with data scale sigma_data, the signal-to-noise ratio is
     SNR(sigma) = sigma_data^2 / sigma^2,   SNR_dB = 10 log10(SNR) = 20 log10(sigma_data / sigma),

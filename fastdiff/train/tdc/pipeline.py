@@ -1,4 +1,4 @@
-"""TDC stage 2 (ALGORITHMS.md section 9): from a trained base denoiser to a `GroupedDenoiser` of pruned,
+"""TDC stage 2 (docs/ALGORITHMS.md section 9): from a trained base denoiser to a `GroupedDenoiser` of pruned,
 group-fine-tuned copies.
 
 1. Split [sigma_min, sigma_max] into N equal SNR-dB groups (`groups.snr_group_edges`).
