@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from fastdiff.validation import check_number, check_positive_int
+from fastdiff.validation import check_number, check_positive, check_positive_int
 
 
 def vp_sigma(t: torch.Tensor, beta_min: float, beta_d: float) -> torch.Tensor:
@@ -73,9 +73,8 @@ def get_sigmas(
     if kind not in GRIDS:
         raise ValueError(f"kind must be one of {sorted(GRIDS)}, got {kind!r}")
     check_positive_int(n, "n")
-    for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    check_positive(sigma_min, "sigma_min")
+    check_positive(sigma_max, "sigma_max")
     if n > 1 and not sigma_min < sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     check_number(rho, "rho", low=1e-3)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fastdiff.validation import check_positive
+
 SERIES_RADIUS = 2.0
 _EPS = 2.0**-60
 
@@ -110,9 +112,8 @@ def data_form(h: float) -> SRKStep:
 
 
 def _check_h(h: float) -> float:
-    if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0.0:
-        raise ValueError(f"h must be a positive finite number (log step length), got {h!r}")
-    return float(h)
+    """h = log(sigma/sigma') > 0, the log step length."""
+    return check_positive(h, "h")
 
 
 THETA_CUTOFF = 1.5

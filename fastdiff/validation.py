@@ -103,6 +103,13 @@ def check_number(value: object, name: str, low: float = 0.0, high: float = math.
     return value
 
 
+def check_positive(value: object, name: str) -> float:
+    """A finite real number > 0; anything else, a non-number included, raises ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 def check_flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__}")

@@ -34,7 +34,7 @@ from fastdiff.ld3.surrogate import SlackNoise, default_radius
 from fastdiff.ld3.teacher import Teacher, check_teacher, describe_teacher, teacher_outputs
 from fastdiff.progress import progress_range
 from fastdiff.solvers import make_solver
-from fastdiff.validation import check_positive_int
+from fastdiff.validation import check_positive, check_positive_int
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # the default sigma range (EDM's)
@@ -62,13 +62,6 @@ def _distance(distance: str | Distance) -> Distance:
     raise ValueError(
         f"distance must be one of {sorted(DISTANCES)} or a callable (x, y) -> per-sample distances [B], got {distance!r}"
     )
-
-
-def _positive(value: object, name: str) -> float:
-    """A finite number > 0 (the message these options have always had)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 @dataclass
@@ -174,11 +167,11 @@ def _check(s: _Settings) -> Discretization:
         raise ValueError(f"shape must be one sample's shape (positive ints), got {s.shape!r}")
     for name in ("n_samples", "n_val", "batch_size", "max_epochs", "patience", "teacher_nfe"):
         check_positive_int(getattr(s, name), name)
-    s.sigma_min, s.sigma_max = _positive(s.sigma_min, "sigma_min"), _positive(s.sigma_max, "sigma_max")
+    s.sigma_min, s.sigma_max = check_positive(s.sigma_min, "sigma_min"), check_positive(s.sigma_max, "sigma_max")
     if s.sigma_min >= s.sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max, got {s.sigma_min} and {s.sigma_max}")
     for name in ("lr", "lr_model_time", "grad_clip"):
-        _positive(getattr(s, name), name)
+        check_positive(getattr(s, name), name)
     if isinstance(s.seed, bool) or not isinstance(s.seed, int) or not 0 <= s.seed < 2**64:
         raise ValueError(f"seed must be an int in [0, 2^64), got {s.seed!r}")
     if not isinstance(s.dtype, torch.dtype) or not s.dtype.is_floating_point:

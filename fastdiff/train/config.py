@@ -5,16 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from fastdiff.validation import check_number, check_positive_int
+from fastdiff.validation import check_number, check_positive, check_positive_int
 
 LOSSES = ("dsm", "cdm")
-
-
-def check_positive(value: object, name: str) -> float:
-    """A finite number > 0: `check_number`'s finite and >= 0, without the end 0."""
-    if check_number(value, name) == 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)

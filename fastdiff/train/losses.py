@@ -28,9 +28,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from fastdiff.train.config import check_positive
 from fastdiff.train.draws import Draws, make_draws
-from fastdiff.validation import check_number, check_positive_int, check_sample
+from fastdiff.validation import check_number, check_positive, check_positive_int, check_sample
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Seeds = Sequence[int] | torch.Tensor | None

@@ -27,8 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fastdiff.models import sigma_batch
-from fastdiff.train.config import check_positive
-from fastdiff.validation import check_positive_int
+from fastdiff.validation import check_positive, check_positive_int
 
 KINDS = ("mlp", "unet")
 

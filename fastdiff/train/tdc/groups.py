@@ -15,8 +15,7 @@ import math
 
 import torch
 
-from fastdiff.train.config import check_positive
-from fastdiff.validation import check_number, check_positive_int
+from fastdiff.validation import check_number, check_positive, check_positive_int
 
 
 def snr_db(sigma: float | torch.Tensor, sigma_data: float = 0.5) -> float | torch.Tensor:
