@@ -26,11 +26,11 @@ import torch
 
 from fastdiff import _extension
 from fastdiff.backends import resolve_backend
-from fastdiff.noise import STREAM_PROBE
+from fastdiff.noise import PROBE_STRIDE, STREAM_PROBE
 from fastdiff.ops.arguments import host_float, host_int
 from fastdiff.ops.philox import philox_normal
 from fastdiff.reference import trace_step as reference
-from fastdiff.reference.trace_step import PROBE_STRIDE, PROBES
+from fastdiff.reference.trace_step import PROBES
 from fastdiff.validation import FLOAT_DTYPES
 
 SUPPORTED_BACKENDS = ("reference", "cpu", "cuda", "triton")
