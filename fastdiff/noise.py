@@ -3,7 +3,7 @@ import; the counter stream itself, `fastdiff.ops.philox.CounterNoise`, draws thr
 
 `CounterNoise` is the default: the Gaussian for (sample seed, element, step, stage, stream) is a
 fixed function, Philox4x32-10 keyed by the sample's 64-bit seed with counter
-(element // 4, step, stage, stream), followed by Box-Muller (ALGORITHMS.md section 4). The same
+(element // 4, step, stage, stream), followed by Box-Muller (docs/ALGORITHMS.md section 4). The same
 seed therefore gives the same noise on every backend, and a sample's noise never depends on the
 batch around it. `SamplerNoise` wraps a user's k-diffusion style `noise_sampler(sigma, sigma_next)`,
 which then wins over the counter stream.

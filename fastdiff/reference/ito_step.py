@@ -1,4 +1,4 @@
-"""Reference for the Itô superposition step (SuperDiff; ALGORITHMS.md section 6), written as the math reads.
+"""Reference for the Itô superposition step (SuperDiff; docs/ALGORITHMS.md section 6), written as the math reads.
 
 One reverse-SDE step sigma -> sigma' (EDM form, Delta = sigma^2 - sigma'^2) of the superposition of M
 denoisers, with scores s_i = (D_i(x, sigma) - x) / sigma^2 and z the counter-based Gaussians of the draw:
@@ -51,7 +51,7 @@ def regularization(gram: torch.Tensor, delta: float, rcond: float) -> torch.Tens
 def and_weights_pair(
     scores: torch.Tensor, z: torch.Tensor, delta: float, ell: torch.Tensor, bias: torch.Tensor, rcond: float
 ) -> torch.Tensor:
-    """AND weights for M = 2 by the closed form of ALGORITHMS.md section 6 (regularized). scores [B, 2, N]."""
+    """AND weights for M = 2 by the closed form of docs/ALGORITHMS.md section 6 (regularized). scores [B, 2, N]."""
     s1, s2 = scores[:, 0], scores[:, 1]
     ds = s1 - s2
     x0_move = delta * s2 + math.sqrt(delta) * z  # x0' - x
