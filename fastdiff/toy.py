@@ -9,6 +9,14 @@ Data x0 ~ sum_k pi_k N(mu_k, Sigma_k); the noised point is x = x0 + sigma eps (V
 Everything is computed in float64 through the cached eigendecomposition Sigma_k = U_k diag(lambda_k) U_k^T,
 so that C_k^-1 = U_k diag(1 / (lambda_k + sigma^2)) U_k^T is exact for any (per-sample) sigma without a
 factorisation per call; isotropic and diagonal covariances skip the rotation.
+
+As a rectified-flow model (x_t = (1 - t) x0 + t eps, docs/ALGORITHMS.md section 14) component k gives
+x_t ~ N((1 - t) mu_k, C_k(t)), C_k(t) = (1 - t)^2 Sigma_k + t^2 I, and the exact velocity
+v(x_t, t) = E[eps - x0 | x_t] = (x_t - E[x0 | x_t]) / t is, per eigen-direction with y_k = U_k^T (x_t - (1 - t) mu_k),
+
+    v = sum_k r_k (U_k diag((t - (1 - t) lambda_k) / C_k(t)) y_k - mu_k),
+
+finite on all of [0, 1]: -x_t at t = 0, x_t - E[x0] at t = 1 (there r_k = pi_k).
 """
 
 from __future__ import annotations
@@ -207,6 +215,48 @@ class GaussianMixture:
             inverse = torch.einsum("kij,bkj,klj->bil", p.rot, precision, p.rot)
         return (spread - inverse).to(x.dtype)
 
+    # ----------------------------------------------------------------- the mixture as a flow model
+    def flow_velocity(self, x_t: torch.Tensor, t: Sigma) -> torch.Tensor:
+        """v(x_t, t) = E[eps - x0 | x_t] = sum_k r_k (U_k diag((t - (1 - t) lambda_k) / C_k) y_k - mu_k), like x_t.
+
+        t in [0, 1] (a float, a 0-d tensor or a [B] tensor); exact at t = 1 (x_t - E[x0]) and t = 0 (-x_t).
+        The bound method is a velocity network `model(x_t, t)` for `fastdiff.models.FlowDenoiser`.
+        """
+        xd, t = self._flow_inputs(x_t, t)
+        y, c, logits = self._components(xd, t**2, 1 - t)
+        r = torch.softmax(logits, dim=-1)
+        p = self._params(x_t.device)
+        gain = (t[:, None, None] - (1 - t)[:, None, None] * p.lam) / c
+        return (self._to_input_coords(r[..., None] * gain * y, x_t.device).sum(1) - r @ p.means).to(x_t.dtype)
+
+    def flow_ode_solution(self, x_t: torch.Tensor, t_from: Sigma, t_to: Sigma, steps: int = 4096) -> torch.Tensor:
+        """The exact flow-ODE map x_t(t_from) -> x_t(t_to) of dx_t/dt = v(x_t, t), like x_t; t_from = 1 allowed.
+
+        One Gaussian (K = 1): per eigen-direction x_t - (1 - t) mu = sqrt(C(t_to) / C(t_from)) (x_t(t_from) - (1 - t_from) mu).
+        A mixture has no closed form: a reference solve, `steps` classical Runge-Kutta (RK4) steps uniform in t in
+        float64 (4096 steps: error below 1e-10 on the ring and 16-D test targets, checked by halving the step).
+        """
+        check_positive_int(steps, "steps")
+        xd, s = self._flow_inputs(x_t, t_from, "t_from")
+        s, t = torch.broadcast_tensors(s, self._flow_inputs(x_t, t_to, "t_to")[1])
+        if self.n_components == 1:
+            p = self._params(x_t.device)
+            y, c_from, _ = self._components(xd, s**2, 1 - s)
+            c_to = (1 - t[:, None, None]) ** 2 * p.lam + (t**2)[:, None, None]
+            moved = self._to_input_coords((c_to / c_from).sqrt() * y, x_t.device)[:, 0]
+            return ((1 - t)[:, None] * p.means[0] + moved).to(x_t.dtype)
+        h = ((t - s) / steps)[:, None]
+        x = xd.detach()
+        for n in range(steps):
+            now = s + (t - s) * (n / steps)
+            half, end = now + 0.5 * h[:, 0], s + (t - s) * ((n + 1) / steps)
+            k1 = self.flow_velocity(x, now)
+            k2 = self.flow_velocity(x + 0.5 * h * k1, half)
+            k3 = self.flow_velocity(x + 0.5 * h * k2, half)
+            k4 = self.flow_velocity(x + h * k3, end)
+            x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return x.to(x_t.dtype)
+
     # ----------------------------------------------------------------- exact samplers
     def sample(self, n: int, generator: torch.Generator | None = None, sigma: float = 0.0) -> torch.Tensor:
         """n exact draws of x0 + sigma eps, [n, d] float64 on the generator's device (CPU by default)."""
@@ -348,14 +398,26 @@ class GaussianMixture:
             raise ValueError(f"{name} must be finite and non-negative, got {s.min().item():g}..{s.max().item():g}")
         return s
 
-    def _components(self, xd: torch.Tensor, s2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per component, in its eigenbasis: y = U_k^T (x - mu_k) [B, K, d], variances v = lambda_k + sigma^2
-        [B, K, d], and log pi_k + log N(x; mu_k, C_k) [B, K]."""
+    def _flow_inputs(self, x: object, t: Sigma, name: str = "t") -> tuple[torch.Tensor, torch.Tensor]:
+        """x as float64 [B, d] (autograd kept) and the flow time t as float64 [B] or [1], checked to lie in [0, 1]."""
+        xd, _ = self._inputs(x, 0.0)
+        t = self._sigma(t, xd.shape[0], x.device, name)
+        if values_checkable(t) and bool((t > 1).any()):
+            raise ValueError(f"{name} must lie in [0, 1] (flow time), got maximum {t.max().item():g}")
+        return xd, t
+
+    def _components(
+        self, xd: torch.Tensor, s2: torch.Tensor, scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per component, in its eigenbasis: y = U_k^T (x - a mu_k) [B, K, d], variances v = a^2 lambda_k + sigma^2
+        [B, K, d], and log pi_k + log N(x; a mu_k, a^2 Sigma_k + sigma^2 I) [B, K]; the data scale a ([B] or [1])
+        is 1 unless given (a = 1 - t, sigma = t for the flow's x_t)."""
         p = self._params(xd.device)
-        y = xd[:, None, :] - p.means
+        a = None if scale is None else scale[:, None, None]
+        y = xd[:, None, :] - (p.means if a is None else a * p.means)
         if p.rot is not None:
             y = torch.einsum("bki,kij->bkj", y, p.rot)
-        v = p.lam + s2[:, None, None]
+        v = (p.lam if a is None else a**2 * p.lam) + s2[:, None, None]
         log_n = -0.5 * ((y**2 / v).sum(-1) + v.log().sum(-1) + self.dim * _LOG_2PI)
         return y, v, p.log_weights + log_n
 

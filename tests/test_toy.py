@@ -354,3 +354,94 @@ def test_call_validation():
         gm.sample(3, sigma=-0.1)
     with pytest.raises(ValueError, match="cov_or_std must be a scalar std or a"):
         GaussianMixture.gaussian([0.0, 0.0], [1.0, 2.0])
+
+
+# ----------------------------------------------------------------- the mixture as a flow model
+def flow_log_prob(gm, x_t, t):
+    """log p_t(x_t) of x_t = (1 - t) x0 + t eps built independently: sum_k pi_k N((1 - t) mu_k, (1 - t)^2 Sigma_k + t^2 I)."""
+    eye = torch.eye(gm.dim, dtype=F64)
+    parts = zip(gm.means, gm.covs, strict=True)
+    laws = [torch.distributions.MultivariateNormal((1 - t) * m, (1 - t) ** 2 * c + t**2 * eye) for m, c in parts]
+    logs = torch.stack([w.log() + law.log_prob(x_t) for w, law in zip(gm.weights, laws, strict=True)], dim=-1)
+    return torch.logsumexp(logs, dim=-1)
+
+
+@pytest.mark.parametrize("make", MIXTURES)
+@pytest.mark.parametrize("t", [0.05, 0.5, 0.95])
+def test_flow_velocity_is_the_score_relation(make, t):
+    """v = (x_t - E[x0 | x_t]) / t = -(x_t + t grad log p_t(x_t)) / (1 - t), the score by autograd of the density."""
+    gm = make()
+    x = points(gm).requires_grad_()
+    (score,) = torch.autograd.grad(flow_log_prob(gm, x, t).sum(), x)
+    x = x.detach()
+    torch.testing.assert_close(gm.flow_velocity(x, t), -(x + t * score) / (1 - t), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("make", MIXTURES)
+def test_flow_velocity_is_the_ve_denoiser_identity(make):
+    """v = (x_t - D(x_t / (1 - t), t / (1 - t))) / t with per-sample t as a [B] tensor."""
+    gm = make()
+    x = points(gm)
+    t = torch.linspace(0.02, 0.98, x.shape[0], dtype=F64)
+    expected = (x - gm.denoiser(x / (1 - t[:, None]), t / (1 - t))) / t[:, None]
+    torch.testing.assert_close(gm.flow_velocity(x, t), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("make", MIXTURES)
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_flow_velocity_at_the_ends(make, dtype):
+    """t = 1: x_t is independent of x0, v = x_t - E[x0]; t = 0: E[eps | x0] = 0, v = -x0; both limits continuous
+    (|v(t) - v(end)| = O(distance to the end), here 1e-7 away)."""
+    gm = make()
+    x = points(gm).to(dtype)
+    exact = x.to(F64)
+    ends = {1.0: exact - gm.mean, 0.0: -exact}
+    tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-14, "atol": 1e-14}
+    for t, limit in ends.items():
+        v = gm.flow_velocity(x, t)
+        assert v.dtype == dtype
+        torch.testing.assert_close(v.to(F64), limit, **tol)
+        near = gm.flow_velocity(exact, abs(t - 1e-7))
+        assert (near - limit).abs().max() < 1e-5
+    t = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.25, 0.75, 1.0], dtype=dtype)
+    torch.testing.assert_close(gm.flow_velocity(x, t).to(F64), gm.flow_velocity(exact, t.to(F64)), rtol=1e-5, atol=1e-5)
+
+
+def test_single_gaussian_flow_ode_from_pure_noise_is_the_square_root_map():
+    """From t = 1 (x_t = n, unit noise) the flow ODE ends at x0 = mu + Sigma^(1/2) n, the symmetric square root;
+    and its t-derivative (central differences) is the velocity."""
+    gm = single_gaussian()
+    n = points(gm, n=16, scale=1.0)
+    lam, rot = torch.linalg.eigh(gm.covs[0])
+    root = rot @ torch.diag(lam.sqrt()) @ rot.T
+    torch.testing.assert_close(gm.flow_ode_solution(n, 1.0, 0.0), gm.mean + n @ root, rtol=1e-13, atol=1e-13)
+    for t in (0.9, 0.4, 0.05):
+        h = 1e-5
+        slope = (gm.flow_ode_solution(n, 1.0, t + h) - gm.flow_ode_solution(n, 1.0, t - h)) / (2 * h)
+        torch.testing.assert_close(slope, gm.flow_velocity(gm.flow_ode_solution(n, 1.0, t), t), rtol=1e-7, atol=1e-7)
+
+
+def test_flow_ode_reference_solve_matches_the_closed_forms():
+    """The RK4 reference solve (taken for K > 1) against the exact maps: one Gaussian written as two identical
+    components (the closed form of K = 1), and a 1-D mixture (the VE quantile map, x_ve = x_t / (1 - t))."""
+    one = single_gaussian()
+    twice = GaussianMixture(one.means.repeat(2, 1), covs=one.covs.repeat(2, 1, 1))
+    n = points(one, n=8, scale=1.0)
+    exact = one.flow_ode_solution(n, 1.0, 0.0)
+    torch.testing.assert_close(twice.flow_ode_solution(n, 1.0, 0.0, steps=256), exact, rtol=1e-9, atol=1e-9)
+    gm = mixture_1d()
+    x = points(gm, n=8, scale=1.0)
+    expected = gm.ode_solution(x / 0.1, 9.0, 0.0)
+    torch.testing.assert_close(gm.flow_ode_solution(x, 0.9, 0.0, steps=512), expected, rtol=1e-8, atol=1e-8)
+
+
+def test_flow_validation():
+    gm = isotropic_mixture()
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\] \(flow time\), got maximum 1.5"):
+        gm.flow_velocity(torch.zeros(3, 2), torch.tensor([0.5, 1.5, 1.0]))
+    with pytest.raises(ValueError, match="t must be finite and non-negative"):
+        gm.flow_velocity(torch.zeros(3, 2), -0.1)
+    with pytest.raises(ValueError, match="t_to must lie in"):
+        gm.flow_ode_solution(torch.zeros(3, 2), 1.0, 2.0)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        gm.flow_ode_solution(torch.zeros(3, 2), 1.0, 0.0, steps=0)
