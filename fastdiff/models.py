@@ -5,6 +5,13 @@ sigma_vp = sigma alpha and alpha^2 + sigma_vp^2 = 1) at the model time t of sigm
     eps-prediction:  D = x - sigma eps
     v-prediction:    D = alpha x_vp - sigma_vp v = alpha^2 x - sigma alpha v
     score:           D = x + sigma^2 s,  with s = alpha s_vp(x_vp, t) for a score in VP coordinates.
+At sigma = inf (a grid from pure noise) the state is the unit noise n = lim x/sigma = x_vp and the v-prediction
+wrappers return the limit D = -v(n, t(inf)) (a zero-terminal-SNR model's last step); eps-prediction has no limit
+there (D = x - sigma eps is infinite, which `fastdiff.sample`'s finite check reports at sigma = inf), so a grid from
+sigma = inf needs a v-prediction or flow model.
+
+A rectified-flow model (`FlowDenoiser`, docs/ALGORITHMS.md section 14) sees x_t = (1 - t) x0 + t eps: in VE terms
+sigma = t/(1 - t), x = x_t/(1 - t), and t = 1 is sigma = inf, where the state is the unit noise x_t itself.
 
 Every wrapper is an `nn.Module` (the wrapped network is a submodule, so `.to()` and `.parameters()` reach
 it), takes sigma as a float, a 0-d tensor or a [B] tensor, and passes extra keyword arguments to the model.
@@ -20,10 +27,12 @@ import torch
 from torch import nn
 
 from fastdiff.dtypes import working_dtype
+from fastdiff.flow_time import flow_t_to_sigma, sigma_to_flow_t
 from fastdiff.grids import vp_sigma, vp_time
-from fastdiff.validation import check_flag, check_number
+from fastdiff.validation import check_flag, check_number, check_positive, values_checkable
 
 _PREDICTIONS = ("eps", "v")
+FLOW_PREDICTIONS = ("velocity", "x0", "eps")
 
 
 def sigma_batch(sigma: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -61,6 +70,50 @@ def _per_sample(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return s.view(-1, *([1] * (x.ndim - 1)))
 
 
+def _checked_output(out: object, x: torch.Tensor, what: str) -> torch.Tensor:
+    """The network's output, which must be a floating-point tensor shaped like x; `what` names the network."""
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{what} must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+    if not out.dtype.is_floating_point:
+        raise TypeError(f"{what} must return a floating-point tensor, got dtype {out.dtype}")
+    return out
+
+
+def _flow_t_batch(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A flow time (a float, a 0-d or a [B] tensor) as a [B] tensor like `sigma_batch`, refused outside [0, 1]."""
+    if isinstance(t, bool) or not isinstance(t, (int, float, torch.Tensor)):
+        raise TypeError(f"t must be a float, a 0-d tensor or a [B] tensor, got {type(t).__name__}")
+    tb = sigma_batch(t, x)
+    if values_checkable(tb) and not bool(((tb >= 0) & (tb <= 1)).all()):
+        bad = tb[~((tb >= 0) & (tb <= 1))][0].item()
+        raise ValueError(f"t must lie in [0, 1] (flow time: x_t = (1 - t) x0 + t eps), got {bad!r}")
+    return tb
+
+
+def _check_sigma_batch(s: torch.Tensor) -> torch.Tensor:
+    if values_checkable(s) and not bool((s >= 0).all()):
+        bad = s[~(s >= 0)][0].item()
+        raise ValueError(f"sigma must be non-negative (inf allowed: the flow time t = 1), got {bad!r}")
+    return s
+
+
+def flow_to_ve(x_t: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    """The flow state x_t at time t in [0, 1] as fastdiff's VE state x = x_t/(1 - t) at sigma = t/(1 - t); at t = 1
+    (sigma = inf) the VE state is the unit noise x_t itself. Computed in the working dtype, returned in x_t's dtype."""
+    tb = _per_sample(_flow_t_batch(t, x_t), x_t)
+    scale = torch.where(tb == 1, 1.0, 1.0 / (1.0 - tb))
+    return (x_t.to(tb.dtype) * scale).to(x_t.dtype)
+
+
+def ve_to_flow(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """fastdiff's VE state x at sigma >= 0 as the flow state x_t = x/(1 + sigma) at t = sigma/(1 + sigma); at sigma = inf
+    x is the unit noise and x_t = x. The inverse of `flow_to_ve`."""
+    sb = _per_sample(_check_sigma_batch(sigma_batch(sigma, x)), x)
+    scale = torch.where(torch.isinf(sb), 1.0, 1.0 / (1.0 + sb))
+    return (x.to(sb.dtype) * scale).to(x.dtype)
+
+
 class _VPDenoiser(nn.Module):
     """Shared body of the VP wrappers: subclasses give the time map `sigma_to_t`."""
 
@@ -79,18 +132,19 @@ class _VPDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
         s = sigma_batch(sigma, x)
         sb = _per_sample(s, x)
+        at_infinity = torch.isinf(sb)
         alpha = torch.rsqrt(1.0 + sb**2)
         t = self.sigma_to_t(s)
         t = t.to(s.dtype) if t.is_floating_point() else t
-        out = self.model((x * alpha).to(x.dtype), t, **extra_args)
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"model must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-        out = out.to(s.dtype)
+        # x_vp = alpha x; at sigma = inf the state is the unit noise n = x_vp itself
+        out = self.model((x * torch.where(at_infinity, 1.0, alpha)).to(x.dtype), t, **extra_args)
+        out = _checked_output(out, x, "model").to(s.dtype)
         if self.prediction == "eps":
             denoised = x - sb * out
-        else:
-            denoised = alpha**2 * x - sb * alpha * out
+        else:  # alpha^2 x - sigma alpha v, which tends to -v(n, t) as sigma -> inf with x = sigma n
+            keep = torch.where(at_infinity, 0.0, alpha**2)
+            gain = torch.where(at_infinity, 1.0, sb * alpha)
+            denoised = keep * x - gain * out
         return denoised.to(x.dtype)
 
 
@@ -315,3 +369,57 @@ class GroupedDenoiser(nn.Module):
             args = {k: v[rows] if _per_sample_arg(v, x) else v for k, v in extra_args.items()}
             out[rows] = self.denoisers[g](x[rows], s[rows], **args).to(x.dtype)
         return out
+
+
+class FlowDenoiser(nn.Module):
+    """A rectified-flow model `model(x_t, t * time_scale, **extra_args)` (SD3, Flux, Wan) as a VE denoiser
+    (docs/ALGORITHMS.md section 14). The model sees x_t = (1 - t) x0 + t eps at t = sigma/(1 + sigma), a [B] tensor,
+    with x_t = x/(1 + sigma) (x itself, the unit noise, at sigma = inf), and its prediction converts to
+        velocity (v = eps - x0):  D = x_t - t v
+        x0:                       D = the output
+        eps:                      D = (x_t - t eps)/(1 - t)   (no limit at t = 1: sigma = inf is refused)
+    `time_scale` multiplies t for a network trained on another time unit (1000 for diffusers' flow transformers).
+    Arithmetic in the working dtype of x (`fastdiff.dtypes`); the model gets x_t in x's dtype, D comes back in it.
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor], prediction: str = "velocity", time_scale: float = 1.0):
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model must be callable as model(x_t, t, **extra_args), got {type(model).__name__}")
+        if prediction not in FLOW_PREDICTIONS:
+            raise ValueError(f"prediction must be one of {FLOW_PREDICTIONS}, got {prediction!r}")
+        self.model = model
+        self.prediction = prediction
+        self.time_scale = check_positive(time_scale, "time_scale")
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
+        s = _check_sigma_batch(sigma_batch(sigma, x))
+        if self.prediction == "eps" and values_checkable(s) and bool(torch.isinf(s).any()):
+            raise ValueError("FlowDenoiser with prediction='eps' has no denoiser at sigma = inf (t = 1): "
+                             "D = (x_t - t eps)/(1 - t) divides by 0; use a velocity or x0 model or start below t = 1")
+        t = sigma_to_flow_t(s)
+        x_t = ve_to_flow(x.to(s.dtype), s)
+        out = _checked_output(self.model(x_t.to(x.dtype), t * self.time_scale, **extra_args), x, "FlowDenoiser's model")
+        out, tb = out.to(s.dtype), _per_sample(t, x)
+        if self.prediction == "velocity":
+            denoised = x_t - tb * out
+        elif self.prediction == "x0":
+            denoised = out
+        else:
+            denoised = (x_t - tb * out) / (1.0 - tb)
+        return denoised.to(x.dtype)
+
+
+__all__ = [
+    "ContinuousVPEpsDenoiser",
+    "FlowDenoiser",
+    "GroupedDenoiser",
+    "ScoreDenoiser",
+    "VPEpsDenoiser",
+    "VPVDenoiser",
+    "flow_t_to_sigma",
+    "flow_to_ve",
+    "sigma_batch",
+    "sigma_to_flow_t",
+    "ve_to_flow",
+]

@@ -6,7 +6,10 @@ the next `Evaluation(x, sigma)`; `answer(D)` sends D(request.x, request.sigma) i
 across step boundaries, until the grid is done and `result` holds the final state. A host that owns the model call
 (a diffusers pipeline) answers one request per call; `solve` answers them all in a loop. The step to sigma' = 0 is
 the denoising step x' = D(x^, sigma^) at the step's start point (`Solver.start`: x itself, or x after EDM churn),
-taken here for every solver whose class keeps `denoises_at_zero`. A step listed in `fresh_steps` runs on a new
+taken here for every solver whose class keeps `denoises_at_zero`. The step from sigma = inf (a grid that starts at the
+flow time t = 1) is taken here too: the state there is the unit noise n, and x' = D(n, inf) + sigma' (kept n + fresh z)
+with the solver's declared limit (kept, fresh) = `Solver.from_infinity()` (docs/ALGORITHMS.md section 14); the
+solver's own steps, and its multistep history, start after it. A step listed in `fresh_steps` runs on a new
 instance from `make_solver()`, without the multistep history of the steps before it (diffusers' `solver_order=1`
 and `lower_order_final`). `evaluation_plan` is the same walk on a [1, 1] zero state with zero answers and zero
 noise: the step rules compute their evaluation sigmas from the grid alone, so it lists them before sampling.
@@ -14,12 +17,14 @@ noise: the step rules compute their evaluation sigmas from the grid alone, so it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import torch
 
 from fastdiff.noise import NoiseSource
+from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepContext, StepOutput
 
 Evaluate = Callable[[torch.Tensor, float], torch.Tensor]
@@ -37,8 +42,23 @@ def denoising_step(solver: Solver, ctx: StepContext, i: int, x: torch.Tensor) ->
     yield StepOutput(denoised, denoised, x_hat, sigma_hat)
 
 
+def infinity_step(solver: Solver, ctx: StepContext, i: int, x: torch.Tensor) -> Generator:
+    """The step from sigma = inf, x the unit noise n: x' = D(n, inf) + sigma' (kept n + fresh z), (kept, fresh) =
+    solver.from_infinity(); no noise is drawn when fresh = 0 or sigma' = 0 (a grid [inf, 0] is one denoising step)."""
+    sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = yield Evaluation(x, sigma)
+    kept, fresh = solver.from_infinity()
+    draws_noise = fresh != 0.0 and host_float(sigma_next) != 0.0
+    noise = [(sigma_next * fresh, ctx.draw(i))] if draws_noise else []
+    x_next = solver_step(x, [denoised], sigma_next * kept, [1.0], noise=noise, backend=ctx.backend)
+    yield StepOutput(x_next, denoised, x, sigma)
+
+
 def step_items(solver: Solver, ctx: StepContext, i: int, x: torch.Tensor) -> Generator:
-    """The generator of step i: the loop's denoising step when it ends at sigma' = 0, else the solver's own."""
+    """The generator of step i: the loop's step from sigma = inf or its denoising step to sigma' = 0, else the
+    solver's own."""
+    if math.isinf(host_float(ctx.sigmas[i])):
+        return infinity_step(solver, ctx, i, x)
     if solver.denoises_at_zero and host_float(ctx.sigmas[i + 1]) == 0.0:
         return denoising_step(solver, ctx, i, x)
     return solver.step(ctx, i, x)

@@ -41,8 +41,9 @@ def check_sigmas(sigmas: object, device: torch.device, name: str = "sigmas") -> 
 def check_grid(
     sigmas: object, device: torch.device, name: str = "sigmas", dtype: torch.dtype = torch.float64
 ) -> tuple[list[float], torch.Tensor]:
-    """A 1-D, finite, non-negative, strictly decreasing grid of at least two entries, representable in `dtype`
-    (the solver's state dtype: float32 holds sigmas up to 3.4e38).
+    """A 1-D, non-negative, strictly decreasing grid of at least two entries, finite except that the first entry may be
+    +inf (the flow time t = 1, where the state is the unit noise), its finite entries representable in `dtype` (the
+    solver's state dtype: float32 holds sigmas up to 3.4e38).
 
     Returns (the grid as host floats, the grid as a tensor on `device`: float64 when given as a
     Python sequence). A tensor is read to the host once (one sync); a sequence of floats needs no
@@ -66,12 +67,15 @@ def check_grid(
         raise TypeError(f"{name} must be a 1-D tensor or a sequence of floats, got {type(sigmas).__name__}")
     if len(host) < 2:
         raise ValueError(f"{name} needs at least two entries (start and end of one step), got {len(host)}")
-    if not all(math.isfinite(s) for s in host):
-        raise ValueError(f"{name} contains NaN or Inf")
-    if min(host) < 0:
-        raise ValueError(f"{name} must be non-negative, got minimum {min(host):g}")
-    if max(host) > torch.finfo(dtype).max:
-        raise ValueError(f"{name} must fit in the solver's {dtype} state (at most {torch.finfo(dtype).max:g}), got {max(host):g}")
+    for k, s in enumerate(host):
+        if not (math.isfinite(s) or (k == 0 and s == math.inf)):
+            raise ValueError(f"{name} contains NaN or Inf: {name}[{k}] = {s}; only {name}[0] may be inf (the flow time t = 1)")
+    finite = host[1:] if math.isinf(host[0]) else host
+    if min(finite) < 0:
+        raise ValueError(f"{name} must be non-negative, got minimum {min(finite):g}")
+    largest = max(finite)
+    if largest > torch.finfo(dtype).max:
+        raise ValueError(f"{name} must fit in the solver's {dtype} state (at most {torch.finfo(dtype).max:g}), got {largest:g}")
     if not all(b < a for a, b in zip(host[:-1], host[1:], strict=True)):
         raise ValueError(f"{name} must be strictly decreasing (noise level falls at every step)")
     if 0.0 in host[:-1]:

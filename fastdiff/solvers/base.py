@@ -78,7 +78,13 @@ class Solver:
     `order` is the measured global convergence order (strong order of the ODE solvers, weak order of the SDE
     solvers, as the order tests fit it); `evaluations_per_step` the network evaluations of a step that does not
     end at sigma' = 0 (the step to 0 is the loop's denoising step, one evaluation, unless `denoises_at_zero` is
-    False). Both may be instance attributes where options change them."""
+    False). Both may be instance attributes where options change them.
+
+    `from_infinity()` declares the step from sigma = inf (the flow time t = 1), which `fastdiff.stepping` takes: the
+    state there is the unit noise n = lim x/sigma, and the step is x' = D(n, inf) + sigma' (kept n + fresh z) with
+    (kept, fresh) the exact limit of the rule's own step as sigma -> inf (docs/ALGORITHMS.md section 14): (1, 0), the
+    DDIM limit, for a deterministic rule; a rule that adds noise overrides it. The rule's multistep history starts after
+    that step."""
 
     name: ClassVar[str]
     order: int
@@ -89,6 +95,10 @@ class Solver:
     # The step to sigma' = 0 is x' = D(x^, sigma^) at the step's start point (`start`), taken by `fastdiff.stepping`;
     # a step rule whose own formula differs there (ipndm) sets False and takes that step itself.
     denoises_at_zero: ClassVar[bool] = True
+
+    def from_infinity(self) -> tuple[float, float]:
+        """(kept, fresh) of the step from sigma = inf: x' = D(n, inf) + sigma' (kept n + fresh z); (1, 0) here."""
+        return 1.0, 0.0
 
     def start(self, ctx: StepContext, i: int, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The point (x^, sigma^) where step i first evaluates D: (x, sigmas[i]), or x noised up by EDM churn."""

@@ -1,7 +1,9 @@
 """EDM's stochastic churn (Karras et al. 2022, Alg. 2): raise sigma to sigma_hat = (1 + gamma) sigma
 by adding noise of variance sigma_hat^2 - sigma^2, gamma = min(s_churn / N, sqrt(2) - 1) inside
 [s_tmin, s_tmax]. Shared by the Euler and Heun step rules, as their step's start point (`Solver.start`), so the
-loop's denoising step to sigma' = 0 starts from the churned point too."""
+loop's denoising step to sigma' = 0 starts from the churned point too. At sigma = inf churn does nothing: pure noise
+noised further is pure noise in law (with s_noise = 1 the churned step's limit there, (1/(1 + gamma)) n +
+sqrt(1 - 1/(1 + gamma)^2) z, has the law of the unit noise n), so the loop's step from infinity takes none."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ class Churn:
         sigma = ctx.sigmas[i]
         steps = len(ctx.sigmas) - 1
         gamma = min(self.s_churn / steps, math.sqrt(2.0) - 1.0) if self.s_tmin <= sigma <= self.s_tmax else 0.0
-        if gamma <= 0.0:
+        if gamma <= 0.0 or math.isinf(sigma):
             return x, sigma
         sigma_hat = sigma * (gamma + 1.0)
         scale = self.s_noise * math.sqrt(sigma_hat**2 - sigma**2)

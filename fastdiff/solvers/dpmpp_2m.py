@@ -2,6 +2,9 @@
 
 With lambda = -log sigma and h = lambda' - lambda: x' = (sigma'/sigma) x - expm1(-h) D_hat, where D_hat = D_i on
 the first step and otherwise D_hat = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1} with r = h_{i-1}/h. One evaluation per step.
+From sigma = inf the first step's limit is x' = D + sigma' n, (kept, fresh) = (1, 0), and the history starts at step 1:
+the correction weight 1/(2r) = h/(2 h_{i-1}) of a previous point at lambda = -inf is 0, so step 1's first-step form is
+the exact limit there too.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ With h = log(sigma/sigma') and g = -expm1(-(1 + eta) h):
 x' = (sigma'/sigma) e^{-eta h} x + g D_i + corr (D_i - D_{i-1}) + s_noise sigma' sqrt(-expm1(-2 eta h)) z,
 corr = g / (2r) ('midpoint') or (1 - g/((1 + eta) h)) / r ('heun'), r = h_{i-1}/h, and corr = 0 on the first step.
 eta = 0 is the deterministic DPM-Solver++(2M) ODE step in the same form. One evaluation per step.
+From sigma = inf (`EtaNoiseSolver.from_infinity`) the history starts at step 1: corr ~ h/h_{i-1} is 0 for a previous
+point at lambda = -inf, so step 1's first-step form is the exact limit.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ r1 = h_{i-2}/h): d1_0 = (D_i - D_{i-1})/r0, d1_1 = (D_{i-1} - D_{i-2})/r1, d1 = 
 d2 = (d1_0 - d1_1)/(r0 + r1). Warm-up: the first step uses neither (d1 = d2 = 0), the second d1 = d1_0, d2 = 0.
 In D_i, D_{i-1}, D_{i-2}: phi_2 d1 - phi_3 d2 = (phi_2 + w) d1_0 - w d1_1 with w = (phi_2 r0 - phi_3)/(r0 + r1).
 One evaluation per step. The first step's first-order local error keeps the global order at 2 (as for iPNDM).
+From sigma = inf (`EtaNoiseSolver.from_infinity`) the history starts at step 1: a previous point at lambda = -inf has
+1/r0 = 0 (or r1 = inf: w = 0), so the warm-up forms of steps 1 and 2 are the exact limits there.
 """
 
 from __future__ import annotations

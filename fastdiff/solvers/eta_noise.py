@@ -17,6 +17,12 @@ class EtaNoiseSolver(Solver):
         self.s_noise = check_number(s_noise, "s_noise")
         self.stochastic = self.eta > 0.0 and self.s_noise > 0.0
 
+    def from_infinity(self) -> tuple[float, float]:
+        """The DPM-Solver++ SDE step's limit as sigma -> inf, x = sigma n: the kept part (sigma'/sigma) e^{-eta h} x =
+        sigma' (sigma'/sigma)^eta n vanishes and the noise tends to s_noise sigma' z, (0, s_noise), for eta > 0;
+        eta = 0 is the ODE step's (1, 0)."""
+        return (0.0, self.s_noise) if self.eta > 0.0 else (1.0, 0.0)
+
     def sde_noise(self, ctx: StepContext, i: int, h: float) -> list[tuple[float, NoiseDraw]]:
         """The DPM-Solver++ SDE noise of step i, h = log(sigma/sigma'): s_noise sigma' sqrt(1 - e^{-2 eta h}) z,
         none when the rule draws no noise."""

@@ -2,7 +2,8 @@
 
 x' = x + (sigma' - sigma_hat) (x - D(x, sigma_hat)) / sigma_hat, i.e. a x + b D with
 a = sigma'/sigma_hat, b = 1 - sigma'/sigma_hat. With churn, x is first noised from sigma to
-sigma_hat = (1 + gamma) sigma (`ChurnedSolver.start`).
+sigma_hat = (1 + gamma) sigma (`ChurnedSolver.start`). As sigma -> inf, x = sigma n: x' -> D + sigma' n, the step
+from infinity with (kept, fresh) = (1, 0) (DDIM's first step from t = 1).
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 With Delta = sigma^2 - sigma'^2 and score s = (D - x)/sigma^2: x' = x + Delta s + s_noise sqrt(Delta) z, i.e.
 x' = (sigma'/sigma)^2 x + (1 - (sigma'/sigma)^2) D + s_noise sqrt(Delta) z. One evaluation per step.
+This step has no finite limit as sigma -> inf (the noise variance Delta is infinite there). The step from infinity is
+the exact limit of the SDE's own transition, the Ornstein-Uhlenbeck (Brownian-bridge) law x' = D + (sigma'/sigma)^2
+(x - D) + sigma' sqrt(1 - (sigma'/sigma)^2) z, with the noise scaled by s_noise: x' = D + s_noise sigma' z, i.e.
+(kept, fresh) = (0, s_noise).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ class EulerMaruyama(Solver):
     def __init__(self, s_noise: float = 1.0):
         self.s_noise = check_number(s_noise, "s_noise")
         self.stochastic = self.s_noise > 0.0
+
+    def from_infinity(self) -> tuple[float, float]:
+        """The exact Ornstein-Uhlenbeck limit (0, s_noise); the Euler-Maruyama step itself has none (module docstring)."""
+        return 0.0, self.s_noise
 
     def step(self, ctx, i, x):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]

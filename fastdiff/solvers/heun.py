@@ -6,6 +6,8 @@ substituting x~ gives x' = r x + (1 - r - c) D + c D~ with c = (sigma_hat - sigm
 sigma' = 0 is the loop's denoising step x' = D (one evaluation), so a grid of n steps ending in 0 costs 2n - 1.
 The weight c on D~ grows as sigma_hat / (2 sigma'): a float16 / bfloat16 model's output rounding is amplified by it
 on steps with a large ratio (tests/test_low_precision.py), where the data-prediction solvers (dpmpp_2m) stay bounded.
+As sigma -> inf that weight grows without bound, so the step has a limit only where D~ = D (a constant denoiser):
+the step from sigma = inf is the Euler limit x' = D + sigma' n, (kept, fresh) = (1, 0).
 """
 
 from __future__ import annotations

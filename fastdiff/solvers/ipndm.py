@@ -11,6 +11,9 @@ one solver step per evaluation and no eps tensor is ever materialized. The Adams
 The step to sigma' = 0 keeps the same formula, x' = x - sigma eps_bar (= D_i - sigma (eps_bar - eps_i)): the
 reference implementations (LD3's samplers/ipndm.py, diff-sampler's) stop at sigma_min > 0 and never take that
 step; ComfyUI's port replaces it by x' = D_i. The two differ by O(sigma_min) times the change in eps.
+From sigma = inf the loop takes the step x' = D + sigma' n (the Euler limit, (kept, fresh) = (1, 0)) and the history
+starts at step 1 with the first-step rule (Euler), as a run from a finite sigma_max would: the point at inf is not
+carried into the Adams-Bashforth history.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ for every theta. The free theta only moves the error constant: the leading h^2 v
 targets with uniform log-sigma steps changes sign at theta ~ 0.087 (measured, bench/SRK.md), hence the
 default 0.085. For steps with h >= 1.5 the stage falls back to the step start (`stage_fraction`), where the
 step is DPM-Solver++(2M) SDE's midpoint step, the most robust at very large steps; `theta=0` is that sampler.
-The first step has no D_prev and evaluates at its start (first-order exponential step). With counter noise the
+The first step has no D_prev and evaluates at its start (first-order exponential step). From sigma = inf the loop takes
+the step x' = D + sigma' z (`CoupledNoiseSolver.from_infinity`, the limit of that first step) and the history starts at
+step 1 with the first-step rule again: D(n, inf) is not carried as D_prev. With counter noise the
 update regenerates z1 in the fused kernel (N = sigma sqrt(stage_var) z1) rather than reading x~, so it reads x, D~
 and D_prev only; a noise_sampler's z1 is drawn once and N enters through x~. `coupled=False` draws N independent of
 the step's noise (same variances): the ablation. The callback reports the step's start (x, sigma) and its one evaluation D~.

@@ -4,7 +4,9 @@
 In y = alpha x, alpha = 1/sqrt(1 + sigma^2), h = log(alpha'/alpha): y' = e^h y + 2 (e^h - 1) s(y) + sqrt(e^{2h} - 1) z,
 s(y) = (alpha D - y)/(alpha^2 sigma^2); in EDM variables x' = x + b (D - x) + sqrt(e^{2h} - 1)/alpha' z with
 b = 2 expm1(h)/(alpha alpha' sigma^2). (The same step in data-prediction form is exactly `euler_ancestral`
-with eta = 1, so it is not repeated here.)
+with eta = 1, so it is not repeated here.) The step has no finite limit as sigma -> inf (b -> 2, and the noise scale
+sqrt(e^{2h} - 1)/alpha' grows like sigma); the step from infinity is the exact reverse-SDE limit x' = D + sigma' z,
+(kept, fresh) = (0, 1).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ class ExpEM(Solver):
     order = 1
     evaluations_per_step = 1
     stochastic = True
+
+    def from_infinity(self) -> tuple[float, float]:
+        return 0.0, 1.0
 
     def step(self, ctx, i, x):
         sigma = ctx.sigmas[i]

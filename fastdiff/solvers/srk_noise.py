@@ -30,10 +30,16 @@ def step_draws(ctx: StepContext, i: int) -> tuple[NoiseDraw, NoiseDraw]:
 
 class CoupledNoiseSolver(Solver):
     """Base of the SRK rules (`srk`, `srk_dp`, `srk_score`). `coupled=False` keeps the variances of the two Gaussians
-    but draws them independently: the ablation, which loses the weak order 2 (measured in tests/test_srk.py)."""
+    but draws them independently: the ablation, which loses the weak order 2 (measured in tests/test_srk.py).
+
+    From sigma = inf they all take the exact reverse-SDE transition x' = D + sigma' z, (kept, fresh) = (0, 1): the limit
+    of `srk`'s and `srk_dp`'s own first step (`srk_score` in VP coordinates has none, see its docstring)."""
 
     stochastic = True
 
     def __init__(self, coupled: bool = True):
         self.coupled = check_flag(coupled, "coupled")
         self.order = 2 if self.coupled else 1
+
+    def from_infinity(self) -> tuple[float, float]:
+        return 0.0, 1.0

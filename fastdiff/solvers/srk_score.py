@@ -11,6 +11,8 @@ done in EDM variables x = y/alpha with host scalars, where s(y) = (D - x)/(alpha
 The update takes its z2 part from x~ (kappa (x~ - a~ x - b~ D)), so z2 is drawn once. Only the y-part of the linear
 drift is integrated exactly (s has a stiff linear part as sigma -> 0), which makes this form unstable at large steps;
 `srk_dp` is the stable rewrite. `coupled=False` is the independent-Gaussians ablation.
+The step has no finite limit as sigma -> inf (b0 and b1 tend to constants, so x's weight times sigma/sigma' grows like
+sigma); the step from infinity is the exact reverse-SDE limit x' = D + sigma' z (`CoupledNoiseSolver.from_infinity`).
 """
 
 from __future__ import annotations
