@@ -190,9 +190,11 @@ def get_sigmas(
     `t_min` defaults to diffusers' end, 1/1000, passed through the static `shift` as the scheduler does (it shifts its
     training grid at construction and spaces the inference grid down to that shifted end, then shifts again): with
     `shift` and the default `t_min` the last t is shift(shift(1/1000)) (0.00893 at shift 3), and `shift_terminal`
-    stretches from that end; with `mu` or an explicit `t_min` the end is shifted once.
+    stretches from that end; with `mu` or an explicit `t_min` the end is shifted once. Computed in float64 (diffusers
+    returns float32, so its grids agree to float32 rounding) and from t = 1 exactly (diffusers' shift < 1 grids start a
+    float32 rounding below it).
 
-    Example, Flux (base 1, (n-1)/n, ..., 1/n; mu from the pipeline's calculate_shift) and SD3::
+    Example, Flux at 1024 x 1024 (base 1, (n-1)/n, ..., 1/n; mu = 1.15 from the pipeline's calculate_shift) and SD3::
 
         flux = fastdiff.get_sigmas("flow", 28, t_min=1 / 28, mu=1.15)  # or base=numpy.linspace(1, 1 / 28, 28)
         sd3 = fastdiff.get_sigmas("flow", 28, shift=3.0)
@@ -201,7 +203,6 @@ def get_sigmas(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     check_positive_int(n, "n")
-    flow_options = {"t_max": t_max, "t_min": t_min, "base": base, "shift": shift, "mu": mu, "shift_terminal": shift_terminal}
     if kind == FLOW:
         if sigma_min is not None or sigma_max is not None:
             raise ValueError(
@@ -209,6 +210,7 @@ def get_sigmas(
             )
         levels = _flow(n, t_max, t_min, base, shift, mu, time_shift_type, shift_terminal)
     else:
+        flow_options = {"t_max": t_max, "t_min": t_min, "base": base, "shift": shift, "mu": mu, "shift_terminal": shift_terminal}
         given = [name for name, value in flow_options.items() if value is not None]
         given += ["time_shift_type"] if time_shift_type != "exponential" else []
         if given:
