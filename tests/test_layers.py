@@ -3,7 +3,7 @@
     api (sampling, integrations, ld3, density, compose, train, models, toy, demo) -> driver, stepping -> solvers
         -> ops -> {reference, kernels, _C}
 
-with the leaves (noise, grids, validation, dtypes, progress, finite_watch, backends, _extension, srk_coefficients,
+with the leaves (noise, grids, flow_time, validation, dtypes, progress, finite_watch, backends, _extension, srk_coefficients,
 gaussian_law) importing no other layer. Every import counts, also one inside a function; a module's import of its
 own parent package (which Python runs first anyway) does not. And the walk over a grid is written once: only
 `fastdiff/stepping.py` runs a step rule's generator.
@@ -19,7 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAVES = {
-    "noise", "grids", "validation", "dtypes", "progress", "finite_watch", "backends", "_extension", "srk_coefficients",
+    "noise", "grids", "flow_time", "validation", "dtypes", "progress", "finite_watch", "backends", "_extension",
+    "srk_coefficients",
     "gaussian_law",
 }
 LAYERS = {"leaf": 0, "oracle": 1, "ops": 2, "solvers": 3, "driver": 4, "api": 5, "package": 6}
