@@ -18,6 +18,8 @@ install-test: install
 	# diffusers: the schedulers' pipeline tests (it needs no torchvision). triton: the Triton kernels,
 	# tested on CPU through its interpreter; 3.6 is the oldest Triton the kernels support.
 	$(PIP) install -q diffusers==0.42.1 triton==3.6.0
+	# transformers: diffusers' flow pipeline modules (Flux, SD3) import it; it pulls neither torch nor torchvision.
+	$(PIP) install -q transformers
 	# k-diffusion is the reference the compatible samplers are tested against; its package
 	# metadata pulls torchvision, which breaks on a CPU torch, so it is installed without dependencies,
 	# and last: a later install would print pip's resolver ERROR about its missing dependencies.

@@ -14,11 +14,14 @@ before diffusers' `from_config` would drop it without a word:
 | final_sigmas_type | Euler, DPMSolver, UniPC | honored | "zero": the last step goes to 0; "sigma_min": the run stops at the grid's lowest sigma |
 | solver_order, algorithm_type, solver_type, lower_order_final, euler_at_final | DPMSolverMultistep, UniPC, DEIS, ... | honored by DPMpp2MScheduler (refused there when not DPM-Solver++ 1 or 2 with midpoint); dropped by the others | the peer's own solver |
 | use_beta_sigmas | Euler, Heun, LMS, KDPM2, DPMSolver, UniPC, ... | refused when True | the beta-distribution grid is not implemented (`schedule` picks fastdiff's grids) |
-| use_flow_sigmas, use_dynamic_shifting, shift_terminal | DPMSolver, UniPC, DEIS, ... | refused when set | flow-matching models are not supported |
+| shift, use_dynamic_shifting, time_shift_type, shift_terminal | FlowMatchEuler (and DPMSolver, UniPC: the last three) | honored on a flow config, refused off their defaults on a VP one | the flow grid (`timestep_grids.flow_grid`) |
+| base_shift, max_shift, base_image_seq_len, max_image_seq_len | FlowMatchEuler | kept in the config | the pipeline reads them to compute `mu` |
+| use_flow_sigmas, flow_shift | DPMSolver, UniPC, DEIS, ... | honored with prediction_type="flow_prediction"; use_flow_sigmas=True refused without it | DPMSolver's flow grid |
+| invert_sigmas | FlowMatchEuler | refused when True | Mochi's inverted time is not implemented |
+| stochastic_sampling | FlowMatchEuler | refused when True | the step rule decides the noise: pick a stochastic fastdiff scheduler |
 | lambda_min_clipped | DPMSolver, SASolver | refused when finite | the clipped grid end is not implemented |
 | timestep_type | Euler | refused unless "discrete" | "continuous" feeds the model 0.25 log sigma, not a training timestep |
 | interpolation_type | Euler | refused unless "linear" | "log_linear" is another grid (schedule="logsnr" is fastdiff's) |
-| flow_shift, time_shift_type | DPMSolver, UniPC, ... | dropped | only act with use_flow_sigmas / use_dynamic_shifting, which are refused |
 | set_alpha_to_one | DDIM, PNDM | dropped | the last step of DDIM's own grid; here `final_sigmas_type` decides it |
 | skip_prk_steps | PNDM | dropped | PNDM's own warm-up steps |
 | predict_x0, disable_corrector, solver_p | UniPC | dropped | UniPC's own predictor-corrector |
@@ -26,6 +29,14 @@ before diffusers' `from_config` would drop it without a word:
 | noise_sampler_seed | DPMSolverSDE | dropped | the peer's Brownian tree; fastdiff's noise comes from the generator or `seed` |
 | an option of another fastdiff solver (theta, coupled, eta, s_noise, s_churn, max_order, ...) | fastdiff | dropped | another step rule's option |
 | any other key | | warning naming it, then dropped | not known here, so it may change what the peer computes |
+
+A config is a flow config (`is_flow_config`) when its prediction_type is "flow_prediction" (DPMSolver, UniPC, ... with
+use_flow_sigmas) or when it has FlowMatchEulerDiscreteScheduler's `shift` and no betas (`beta_start`, `beta_end`,
+`beta_schedule`, `trained_betas`); from_config then sets prediction_type="flow_prediction" and, unless
+use_flow_sigmas, beta_schedule=None (a flow model has no betas), which is how a saved fastdiff config records it
+(prediction_type="flow_prediction" with the VP betas and without use_flow_sigmas is refused). On a flow config the VP keys (betas, timestep_spacing, steps_offset) have nothing to act
+on and are unused; use_lu_lambdas is refused there, and so are use_karras_sigmas / use_exponential_sigmas with
+use_flow_sigmas (diffusers reads them on its VP table there).
 
 A refused key raises ValueError naming the key, its value and what is accepted; pass the accepted value to
 `from_config` (e.g. `from_config(config, use_beta_sigmas=False)`) to drop it deliberately.
@@ -40,16 +51,11 @@ from collections.abc import Callable, Iterable
 # key -> (is the value one this scheduler can ignore?, what is accepted)
 REFUSED: dict[str, tuple[Callable[[object], bool], str]] = {
     "use_beta_sigmas": (lambda v: not v, "False (schedule= picks fastdiff's grids)"),
-    "use_flow_sigmas": (lambda v: not v, "False (flow-matching models are not supported)"),
-    "use_dynamic_shifting": (lambda v: not v, "False (flow-matching models are not supported)"),
-    "shift_terminal": (lambda v: v is None, "None (flow-matching models are not supported)"),
     "lambda_min_clipped": (lambda v: isinstance(v, (int, float)) and v == -math.inf, "-inf (no clipped grid end)"),
     "timestep_type": (lambda v: v == "discrete", "'discrete' (the model sees training timesteps)"),
     "interpolation_type": (lambda v: v == "linear", "'linear' (schedule='logsnr' is the log-linear grid)"),
 }
 DROPPED: dict[str, str] = {
-    "flow_shift": "acts only with use_flow_sigmas",
-    "time_shift_type": "acts only with use_dynamic_shifting",
     "set_alpha_to_one": "the last step of DDIM's own grid; final_sigmas_type decides it here",
     "skip_prk_steps": "PNDM's own warm-up steps",
     "solver_order": "the peer's own solver",
@@ -65,6 +71,15 @@ DROPPED: dict[str, str] = {
     "tau_func": "SA-Solver's own noise",
     "noise_sampler_seed": "the peer's Brownian tree; the noise comes from the generator or `seed`",
 }
+
+
+FLOW_PREDICTION = "flow_prediction"
+_BETA_KEYS = ("beta_start", "beta_end", "beta_schedule", "trained_betas")
+
+
+def is_flow_config(config: dict) -> bool:
+    """A rectified-flow model's config: prediction_type "flow_prediction", or FlowMatchEuler's keys (shift, no betas)."""
+    return config.get("prediction_type") == FLOW_PREDICTION or ("shift" in config and not any(k in config for k in _BETA_KEYS))
 
 
 def check_foreign_keys(cls_name: str, config: dict, other_options: Iterable[str]) -> None:

@@ -16,6 +16,18 @@ pipeline changes the sample between calls (inpainting blends, step-end callbacks
 where the model saw it, and a step whose first evaluation is pending starts again from it; inside a step (SRK's stage
 evaluations) the step keeps its own state, as HeunDiscreteScheduler does.
 
+Flow-matching models (SD3, Flux, Wan, ...: `flow_table`) are served too: a config with prediction_type
+"flow_prediction", or FlowMatchEulerDiscreteScheduler's (`shift` and no betas), is a flow config (`config_keys`,
+`is_flow_config`). The pipeline's sample is then x_t = (1 - t) x0 + t eps, the model's output the velocity v, its
+timesteps the float N t (N = num_train_timesteps, one per evaluation), D = x_t - t v, and the solver's VE state
+x_t / (1 - t); the grid starts at t = 1, sigma = inf, where the state is the pipeline's unit noise x_t itself and the
+loop takes the first step (`fastdiff.stepping`). `set_timesteps(num_inference_steps, sigmas=base, mu=mu)` as
+FluxPipeline and StableDiffusion3Pipeline call it: `sigmas` is the pipeline's unshifted base grid of t, `mu` the
+dynamic shift (used with use_dynamic_shifting, ignored without it, as diffusers does); the grids are in
+`timestep_grids` (`flow_grid`). `scale_noise` (img2img, inpainting) is x_t = (1 - t) x0 + t noise at the run's
+pending evaluation (or `begin_index`) as diffusers computes it. The noise of a stochastic solver, without a generator
+or `seed`, is keyed by each sample's own starting latent (`seeds.sample_keys`): flow pipelines pass no generator.
+
 Config (`COMMON_CONFIG`), first diffusers' keys: the betas (`beta_schedule` linear / scaled_linear / squaredcos_cap_v2,
 `trained_betas`, `rescale_betas_zero_snr`), `prediction_type` epsilon / v_prediction / sample, `variance_type` (with
 learned / learned_range the first half of the model's channels is its prediction), `timestep_spacing`, `steps_offset`,
@@ -37,6 +49,7 @@ the solver's own names and defaults (SRK's `theta`, ...).
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -48,18 +61,22 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from fastdiff.backends import BACKENDS
 from fastdiff.dtypes import working_dtype
 from fastdiff.finite_watch import FiniteWatch
-from fastdiff.integrations.diffusers.config_keys import check_foreign_keys
+from fastdiff.flow_time import sigma_to_flow_t
+from fastdiff.integrations.diffusers.config_keys import FLOW_PREDICTION, check_foreign_keys, is_flow_config
+from fastdiff.integrations.diffusers.flow_table import FlowTable
 from fastdiff.integrations.diffusers.seeds import run_noise
 from fastdiff.integrations.diffusers.thresholding import X0Limit
 from fastdiff.integrations.diffusers.timestep_grids import (
     SCHEDULES,
     TIMESTEP_SPACINGS,
+    flow_grid,
+    flow_grid_from_timesteps,
     grid_from_sigmas,
     grid_from_timesteps,
     load_sigmas_file,
     schedule_grid,
 )
-from fastdiff.integrations.diffusers.vp_table import PREDICTION_TYPES, VPTable, denoised, to_ve, to_vp, training_betas
+from fastdiff.integrations.diffusers.vp_table import PREDICTION_TYPES, VPTable, training_betas
 from fastdiff.ld3.model_time import ModelTimes
 from fastdiff.ld3.schedule import LearnedSchedule
 from fastdiff.solvers import SOLVERS, Solver, StepContext, make_solver
@@ -88,6 +105,18 @@ COMMON_CONFIG = {
     "use_karras_sigmas": False,
     "use_exponential_sigmas": False,
     "use_lu_lambdas": False,
+    "shift": 1.0,
+    "use_dynamic_shifting": False,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+    "shift_terminal": None,
+    "time_shift_type": "exponential",
+    "invert_sigmas": False,
+    "stochastic_sampling": False,
+    "use_flow_sigmas": False,
+    "flow_shift": 1.0,
     "schedule": "discrete",
     "rho": 7.0,
     "sigma_min": None,
@@ -98,6 +127,9 @@ COMMON_CONFIG = {
     "check_finite": True,
 }
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
+TIME_SHIFT_TYPES = ("exponential", "linear")
+# flow config keys (FlowMatchEulerDiscreteScheduler's defaults): a VP config must leave them there
+_FLOW_KEYS = ("shift", "use_dynamic_shifting", "shift_terminal", "time_shift_type", "use_flow_sigmas", "flow_shift")
 VARIANCE_TYPES = (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
 # diffusers' schedule flags, read when schedule="discrete" (an explicit fastdiff schedule wins over them)
 _SCHEDULE_FLAGS = {"use_karras_sigmas": "karras", "use_exponential_sigmas": "logsnr", "use_lu_lambdas": "logsnr"}
@@ -187,14 +219,29 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             skip = init_keys | set(kwargs) | set(config_dict.get("_use_default_values", [])) | {"quantization_config"}
             foreign = {k: v for k, v in config_dict.items() if not k.startswith("_") and k not in skip}
             check_foreign_keys(cls.__name__, foreign, _SOLVER_OPTIONS)
+            if is_flow_config(config_dict):  # recorded as prediction_type="flow_prediction" and no betas
+                marks = {"prediction_type": FLOW_PREDICTION}
+                if not config_dict.get("use_flow_sigmas"):
+                    marks["beta_schedule"] = None
+                marks = {k: v for k, v in marks.items() if k not in kwargs}
+                defaults = config_dict.get("_use_default_values", [])
+                config_dict = {**config_dict, **marks, "_use_default_values": [k for k in defaults if k not in marks]}
         return super().extract_init_dict(config_dict, **kwargs)
 
     # ---- configuration
 
     def _configure(self, config: dict, options: dict) -> None:
         self._options = self._solver_options(options)
-        if config["prediction_type"] not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {config['prediction_type']!r}")
+        self.is_flow = config["prediction_type"] == FLOW_PREDICTION and (
+            config["beta_schedule"] is None or config["use_flow_sigmas"] is True
+        )
+        if config["prediction_type"] not in PREDICTION_TYPES and not self.is_flow:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES} with a VP noise table (the betas), got "
+                f"{config['prediction_type']!r}; {FLOW_PREDICTION!r} (a velocity model) goes with beta_schedule=None (a flow "
+                "model has no betas; from_config of FlowMatchEulerDiscreteScheduler's config sets it) or use_flow_sigmas=True"
+            )
+        self._check_flow_keys(config)
         if config["variance_type"] not in VARIANCE_TYPES:
             raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {config['variance_type']!r}")
         if config["final_sigmas_type"] not in FINAL_SIGMAS_TYPES:
@@ -217,17 +264,21 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         _check_positive(config["rho"], "rho")
         check_flag(config["check_finite"], "check_finite")
-        betas = training_betas(
-            config["num_train_timesteps"],
-            config["beta_start"],
-            config["beta_end"],
-            config["beta_schedule"],
-            config["trained_betas"],
-            config["rescale_betas_zero_snr"],
-        )
-        self._table = VPTable(betas)
-        self.betas = betas
-        self.alphas_cumprod = self._table.alphas_cumprod
+        if self.is_flow:
+            self._table = FlowTable(config["num_train_timesteps"])
+            self.betas = self.alphas_cumprod = None
+        else:
+            betas = training_betas(
+                config["num_train_timesteps"],
+                config["beta_start"],
+                config["beta_end"],
+                config["beta_schedule"],
+                config["trained_betas"],
+                config["rescale_betas_zero_snr"],
+            )
+            self._table = VPTable(betas)
+            self.betas = betas
+            self.alphas_cumprod = self._table.alphas_cumprod
         self._schedule = self._resolve_schedule(config)
         self._learned = None
         self._model_times = None
@@ -236,8 +287,12 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             self._learned = self._learned_grid(config["sigmas_file"], config["final_sigmas_type"] == "zero")
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None
-        self.timesteps = torch.arange(self._table.num_train_timesteps - 1, -1, -1, dtype=torch.float32)
-        self.sigmas = torch.cat([self._table.sigmas.flip(0), torch.zeros(1, dtype=torch.float64)]).float()
+        if self.is_flow:  # FlowMatchEulerDiscreteScheduler's training grid before its shift
+            self.timesteps = torch.linspace(self._table.num_train_timesteps, 1, self._table.num_train_timesteps)
+            self.sigmas = torch.cat([self.timesteps / self._table.num_train_timesteps, torch.zeros(1)])
+        else:
+            self.timesteps = torch.arange(self._table.num_train_timesteps - 1, -1, -1, dtype=torch.float32)
+            self.sigmas = torch.cat([self._table.sigmas.flip(0), torch.zeros(1, dtype=torch.float64)]).float()
         self.solver_sigmas = None
         self._plan: EvaluationPlan | None = None
         self._fresh_steps: frozenset[int] = frozenset()
@@ -246,6 +301,49 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
 
     def _configure_extra(self, config: dict) -> None:
         """Check the keys of `extra_config` (none here)."""
+
+    def _check_flow_keys(self, config: dict) -> None:
+        """The flow keys: checked on a flow config, left at their defaults by a VP one; refusals name the key."""
+        if not self.is_flow:
+            changed = [k for k in _FLOW_KEYS if config[k] != COMMON_CONFIG[k]]
+            if config["use_flow_sigmas"]:
+                raise ValueError(
+                    f"{type(self).__name__} does not implement config key use_flow_sigmas=True with "
+                    f"prediction_type={config['prediction_type']!r}; accepted: use_flow_sigmas=True with "
+                    "prediction_type='flow_prediction' (a velocity model), or False"
+                )
+            if changed:
+                raise ValueError(
+                    f"config keys {', '.join(f'{k}={config[k]!r}' for k in changed)} apply to flow models only; set "
+                    f"prediction_type='flow_prediction' for one, or leave them at {[COMMON_CONFIG[k] for k in changed]}"
+                )
+            return
+        for name in ("invert_sigmas", "stochastic_sampling", "use_dynamic_shifting", "use_flow_sigmas"):
+            check_flag(config[name], name)
+        refused = {
+            "invert_sigmas": "False (Mochi's inverted flow time is not implemented)",
+            "stochastic_sampling": "False (the step rule decides the noise: pick a stochastic fastdiff scheduler)",
+            "use_lu_lambdas": "False on a flow config (schedule='logsnr' is fastdiff's)",
+        }
+        if config["use_flow_sigmas"]:
+            refused["use_karras_sigmas"] = refused["use_exponential_sigmas"] = (
+                "False with use_flow_sigmas (diffusers reads it on its VP table there)"
+            )
+        for key, accepted in refused.items():
+            if config[key]:
+                name = type(self).__name__
+                raise ValueError(f"{name} does not implement config key {key}={config[key]!r}; accepted: {accepted}")
+        _check_positive(config["shift"], "shift")
+        _check_positive(config["flow_shift"], "flow_shift")
+        for name in ("base_shift", "max_shift"):
+            check_number(config[name], name, low=-math.inf)
+        for name in ("base_image_seq_len", "max_image_seq_len"):
+            check_positive_int(config[name], name)
+        terminal = config["shift_terminal"]
+        if terminal is not None and not 0 < check_number(terminal, "shift_terminal") < 1:
+            raise ValueError(f"shift_terminal must be None or a number in (0, 1), got {terminal!r}")
+        if config["time_shift_type"] not in TIME_SHIFT_TYPES:
+            raise ValueError(f"time_shift_type must be one of {TIME_SHIFT_TYPES}, got {config['time_shift_type']!r}")
 
     def _history_resets(self, grid: list[float]) -> frozenset[int]:
         """The steps of `grid` that start without the multistep history of the steps before (none here)."""
@@ -287,7 +385,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         flags = [flag for flag in _SCHEDULE_FLAGS if config[flag]]
         if len(flags) > 1:
             raise ValueError(f"at most one of {sorted(_SCHEDULE_FLAGS)} may be True, got {flags}")
-        if schedule == "discrete" and flags:
+        if schedule == "discrete" and flags and not self.is_flow:  # a flow grid respaces itself (flow_grid)
             schedule = _SCHEDULE_FLAGS[flags[0]]
         if (schedule == "learned") != (config["sigmas_file"] is not None):
             raise ValueError(
@@ -358,14 +456,18 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         device: str | torch.device | None = None,
         timesteps: list[float] | None = None,
         sigmas: list[float] | None = None,
+        mu: float | None = None,
         **kwargs,
     ) -> None:
         """Grid of `num_inference_steps` steps from the configured schedule, or at the given training `timesteps`
         (decreasing, may be fractional), or at the given VE `sigmas` (decreasing; a final 0 is appended when missing).
-        `timesteps` then holds one entry per network evaluation."""
+        On a flow config `sigmas` is the pipeline's base grid of flow times t (shifted as configured), `timesteps`
+        the model times N t, and `mu` the dynamic shift. `timesteps` then holds one entry per network evaluation."""
         unexpected = sorted(name for name, value in kwargs.items() if value is not None)
         if unexpected:
             raise TypeError(f"set_timesteps got unexpected arguments {unexpected}")
+        if mu is not None and not self.is_flow:
+            raise ValueError(f"mu (the dynamic shift of a flow grid) applies to flow configs only, got mu={mu!r}")
         given = [
             name
             for name, v in (("num_inference_steps", num_inference_steps), ("timesteps", timesteps), ("sigmas", sigmas))
@@ -375,7 +477,11 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"pass exactly one of num_inference_steps, timesteps, sigmas; got {given or 'none'}")
         self._run_on_learned_grid = sigmas is None and timesteps is None and self._learned is not None
         to_zero = self.config.final_sigmas_type == "zero"
-        if sigmas is not None:
+        if self.is_flow and sigmas is not None and self._learned is None:
+            grid = flow_grid(self._table, None, self.config, mu, base=sigmas, to_zero=to_zero)
+        elif self.is_flow and timesteps is not None:
+            grid = flow_grid_from_timesteps(self._table, timesteps, to_zero)
+        elif sigmas is not None:
             grid = grid_from_sigmas(self._table, sigmas, to_zero=to_zero)
         elif timesteps is not None:
             grid = grid_from_timesteps(self._table, timesteps, to_zero)
@@ -388,7 +494,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
                 )
             grid = self._learned
         else:
-            grid = self._scheduled_grid(num_inference_steps, to_zero)
+            grid = self._scheduled_grid(num_inference_steps, to_zero, mu)
         fresh = self._history_resets(grid)
         plan = self._evaluation_plan(grid, fresh)
         if plan.max_per_step > self.order:
@@ -404,7 +510,10 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         t = self._table.timesteps_of(model_sigmas).astype(np.float32)
         self._timesteps_host = t
         self.timesteps = torch.from_numpy(t).to(device)
-        self.sigmas = torch.tensor([*model_sigmas, grid[-1]], dtype=torch.float32)
+        levels = [*model_sigmas, grid[-1]]
+        if self.is_flow:  # diffusers' flow schedulers list flow times t as `sigmas`
+            levels = [float(sigma_to_flow_t(s)) for s in levels]
+        self.sigmas = torch.tensor(levels, dtype=torch.float32)
         self.solver_sigmas = torch.tensor(grid, dtype=torch.float64)
         self.num_inference_steps = len(grid) - 1
         self._plan = plan
@@ -412,9 +521,11 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = None
         self._reset_run()
 
-    def _scheduled_grid(self, n: int, to_zero: bool) -> list[float]:
+    def _scheduled_grid(self, n: int, to_zero: bool, mu: float | None = None) -> list[float]:
         """The grid of n steps of the configured schedule."""
         c = self.config
+        if self.is_flow:
+            return flow_grid(self._table, n, c, mu, to_zero=to_zero)
         return schedule_grid(
             self._table,
             n,
@@ -428,8 +539,32 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         )
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
-        """The identity: the model sees the pipeline's VP sample as it is."""
+        """The identity: the model sees the pipeline's VP (or flow) sample as it is."""
         return sample
+
+    def scale_noise(self, sample: torch.Tensor, timestep: float | torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """FlowMatchEulerDiscreteScheduler's forward process for img2img and inpainting: the sample of clean `sample`
+        with `noise` at the run's pending evaluation once a run is under way, else at `begin_index` when set, else at
+        `timestep` (one, or one per sample; looked up in `timesteps`). No host sync but that lookup's."""
+        if self._plan is None:
+            raise RuntimeError(f"{type(self).__name__}: call set_timesteps(...) before scale_noise()")
+        index = self._step_index if self._run is not None else self._begin_index
+        if index is None:
+            indices = [self.index_for_timestep(t) for t in torch.as_tensor(timestep).reshape(-1)]
+        else:
+            indices = [index]
+        times = torch.from_numpy(self._timesteps_host[indices].astype(np.float64)).to(sample.device)
+        return self._table.add_noise(sample, noise, times, working_dtype(sample.dtype)).to(sample.dtype)
+
+    def index_for_timestep(self, timestep: float | torch.Tensor, schedule_timesteps: torch.Tensor | None = None) -> int:
+        """The index of `timestep` in `timesteps` (its first occurrence): read off a view of `timesteps` without a sync,
+        else by value (one host read)."""
+        if schedule_timesteps is not None and schedule_timesteps is not self.timesteps:
+            hits = (schedule_timesteps == timestep).nonzero()
+            if hits.numel() == 0:
+                raise ValueError(f"timestep {float(timestep)} is not one of schedule_timesteps")
+            return int(hits[0])
+        return self._index_of(timestep)
 
     def step(
         self,
@@ -457,21 +592,21 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         x = run.request.x
         model_sigma = self._model_sigma(run.request.sigma)
         if edited:
-            x = to_ve(sample, model_sigma, x.dtype)  # D is taken where the model saw the sample
+            x = self._table.to_solver(sample, model_sigma, x.dtype)  # D is taken where the model saw the sample
             if run.at_step_start:
                 run.restart_step(x)  # and a step not yet begun starts again from it; inside a step the run keeps its state
         if self._watch is not None:
             self._watch.record(sample, model_output, self._plan.steps[self._step_index], model_sigma, "model")
-        estimate = denoised(self._mean_output(model_output, sample), x, model_sigma, self.config.prediction_type)
+        estimate = self._table.denoised(self._mean_output(model_output, sample), x, model_sigma, self.config.prediction_type)
         estimate = self._limit.apply(estimate)
         run.answer(estimate)
         self._step_index += 1
         if run.done:
             if self._watch is not None:
                 self._watch.check()  # the run's one host read
-            prev_sample = to_vp(run.result, run.ctx.sigmas[-1], sample.dtype)
+            prev_sample = self._table.to_pipeline(run.result, run.ctx.sigmas[-1], sample.dtype)
         else:
-            prev_sample = to_vp(run.request.x, self._model_sigma(run.request.sigma), sample.dtype)
+            prev_sample = self._table.to_pipeline(run.request.x, self._model_sigma(run.request.sigma), sample.dtype)
         self._returned = prev_sample
         estimate = estimate.to(sample.dtype)
         if not return_dict:
@@ -479,21 +614,25 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         return FastdiffSchedulerOutput(prev_sample=prev_sample, pred_original_sample=estimate)
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """The VP sample sqrt(abar) x0 + sqrt(1 - abar) noise at (fractional) training timesteps; no host sync."""
+        """The VP sample sqrt(abar) x0 + sqrt(1 - abar) noise at (fractional) training timesteps (on a flow config
+        x_t = (1 - t) x0 + t noise at t = timesteps / N); no host sync."""
         work = working_dtype(original_samples.dtype)
-        t = torch.as_tensor(timesteps, device=original_samples.device).reshape(-1)
-        sigma = self._table.sigmas_at(t, work).view(-1, *([1] * (original_samples.ndim - 1)))
-        alpha = torch.rsqrt(1.0 + sigma * sigma)
-        return (alpha * original_samples.to(work) + (alpha * sigma) * noise.to(work)).to(original_samples.dtype)
+        t = torch.as_tensor(timesteps, device=original_samples.device)
+        return self._table.add_noise(original_samples, noise, t, work).to(original_samples.dtype)
 
     # ---- the run
 
     def _first_evaluation(self, timestep: float | torch.Tensor) -> int:
-        """Index of `timestep` in `timesteps`: `begin_index` when set; else read off a view of `timesteps` (what
-        iterating over them yields) without a sync; else looked up by value (one host read, as diffusers' schedulers do)."""
-        if self._begin_index is not None:
-            index = self._begin_index
-        elif (
+        """Index of `timestep` in `timesteps`: `begin_index` when set, else `_index_of`."""
+        index = self._begin_index if self._begin_index is not None else self._index_of(timestep)
+        if not check_positive_int(index, "begin index", minimum=0) < len(self._plan.sigmas):
+            raise ValueError(f"begin index must be an int in [0, {len(self._plan.sigmas)}), got {index!r}")
+        return index
+
+    def _index_of(self, timestep: float | torch.Tensor) -> int:
+        """Index of `timestep` in `timesteps`: read off a view of `timesteps` (what iterating over them yields) without a
+        sync; else looked up by value (one host read, as diffusers' schedulers do)."""
+        if (
             isinstance(timestep, torch.Tensor)
             and timestep.ndim == 0
             and timestep.dtype == self.timesteps.dtype
@@ -509,8 +648,6 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
                     "to start a run elsewhere than at timesteps[0]"
                 )
             index = int(hits[0])
-        if not check_positive_int(index, "begin index", minimum=0) < len(self._plan.sigmas):
-            raise ValueError(f"begin index must be an int in [0, {len(self._plan.sigmas)}), got {index!r}")
         return index
 
     def _start_run(self, timestep, sample: torch.Tensor, generator) -> SolverRun:
@@ -527,7 +664,8 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         work = working_dtype(sample.dtype)
         noise = None
         if solver.stochastic:
-            noise = run_noise(sample.shape[0], sample.device, generator, self.config.seed, self.config.backend)
+            start = sample if self.is_flow else None
+            noise = run_noise(sample.shape[0], sample.device, generator, self.config.seed, self.config.backend, start)
         ctx = StepContext(
             sigmas=grid,
             sigmas_tensor=torch.tensor(grid, dtype=work, device=sample.device),
@@ -537,7 +675,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         self._step_index = first
         self._watch = FiniteWatch("check_finite=False in the scheduler's config") if self.config.check_finite else None
         fresh = self._fresh_steps_from(first)
-        return SolverRun(solver, ctx, to_ve(sample, grid[0], work), fresh, self._new_solver)
+        return SolverRun(solver, ctx, self._table.to_solver(sample, grid[0], work), fresh, self._new_solver)
 
     def _fresh_steps_from(self, first: int) -> frozenset[int]:
         """The history resets of a run starting at evaluation `first` (its step 0 is the plan's step of `first`)."""

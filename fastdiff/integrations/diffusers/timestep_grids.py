@@ -11,6 +11,23 @@ Where the grid comes from:
   also brings its decoupled model times, and must have been learned for the scheduler's solver;
 - or explicit `sigmas` / `timesteps` handed to `set_timesteps`.
 
+A flow config (`flow_table`) has its own grids (`flow_grid`), in flow time t, sigma = t / (1 - t), starting at t = 1
+(sigma = inf) unless said otherwise:
+- `schedule="discrete"`: FlowMatchEulerDiscreteScheduler's (`fastdiff.get_sigmas("flow", ...)`): n times uniform from
+  1 down to 1/N (N = num_train_timesteps), or the pipeline's own base grid (`set_timesteps(sigmas=...)`, Flux), then
+  the static `shift` or, with `use_dynamic_shifting`, the pipeline's `mu` (`time_shift_type`), then `shift_terminal`;
+  `use_karras_sigmas` / `use_exponential_sigmas` then respace in t between the grid's ends, as diffusers does. Without
+  a base grid diffusers spaces down to shift(1/N), its training grid's shifted end, and shifts again (diffusers issue
+  #13243, open): the static shift acts twice on the end (t = 0.00893 for shift 3, N = 1000; `shift_terminal` then
+  stretches from that end). fastdiff keeps that grid, so that a pipeline gives the images of its own scheduler; pass
+  `sigmas=` (the base grid, shifted once) for the other. With `use_flow_sigmas` (DPMSolverMultistepScheduler's flow
+  grid) the base is n of the n + 1 times uniform from 1 - 1/N to 0, shifted by `flow_shift` (by e^mu with dynamic
+  shifting), so it starts below t = 1;
+- `schedule` "time_uniform" / "time_quadratic": uniform / quadratic in t from t(sigma_max) (default 1) to
+  t(sigma_min) (default 1/N); "karras", "logsnr", "exponential" between sigma_min (default that of t = 1/N) and a
+  finite `sigma_max`, which they need;
+- `timesteps` handed to `set_timesteps`: the model times N t themselves (no shift).
+
 The grid's last level follows diffusers' `final_sigmas_type`: "zero" (default) ends with a step to 0, the denoising
 step x = D; "sigma_min" stops there instead: a discrete or `timesteps` grid of n steps then ends at the table's
 sigma_min (diffusers' last level), as does a named schedule (its n levels, then the table's sigma_min unless they
@@ -27,7 +44,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fastdiff.flow_time import flow_t_to_sigma, sigma_to_flow_t
 from fastdiff.grids import get_sigmas
+from fastdiff.integrations.diffusers.flow_table import FlowTable
 from fastdiff.integrations.diffusers.vp_table import VPTable
 from fastdiff.ld3.schedule import FORMAT as SCHEDULE_FORMAT
 from fastdiff.ld3.schedule import LearnedSchedule
@@ -159,3 +178,75 @@ def load_sigmas_file(path: str | os.PathLike) -> list[float] | LearnedSchedule:
     if not isinstance(levels, list) or not all(isinstance(s, (int, float)) and math.isfinite(s) for s in levels):
         raise ValueError(f"sigmas_file {os.fspath(path)!r} must hold a 1-D list of finite numbers")
     return levels
+
+
+def _static_shift(t: float, shift: float) -> float:
+    """shift t / (1 + (shift - 1) t): sigma -> shift sigma."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def flow_grid(
+    table: FlowTable, n: int | None, config, mu: float | None = None, base: object = None, to_zero: bool = True
+) -> list[float]:
+    """The grid of a flow config's named schedule (see the module docstring) as host floats: n levels (len(base)
+    with a pipeline's base grid), then 0 when `to_zero`."""
+    c, N = config, table.num_train_timesteps
+    if c.schedule != "discrete":
+        if base is not None:
+            raise ValueError(f"sigmas (a flow pipeline's base grid) apply to schedule='discrete', got schedule={c.schedule!r}")
+        levels = _flow_named_levels(table, check_positive_int(n, "num_inference_steps"), c)
+    else:
+        if c.use_dynamic_shifting and mu is None:
+            raise ValueError("mu must be passed to set_timesteps when use_dynamic_shifting=True (the pipeline computes it)")
+        shift = c.flow_shift if c.use_flow_sigmas else c.shift
+        shift_kw = {"mu": mu, "time_shift_type": c.time_shift_type} if c.use_dynamic_shifting else {"shift": shift}
+        if base is not None:
+            t = np.asarray(base.detach().cpu() if isinstance(base, torch.Tensor) else base, dtype=np.float64).reshape(-1)
+            n = int(t.size)
+            spacing = {"base": t}
+        elif c.use_flow_sigmas:
+            spacing = {"base": np.linspace(1 - 1 / check_positive_int(n, "num_inference_steps"), 0, n + 1)[:-1]}
+        else:
+            t_min = 1 / N if c.use_dynamic_shifting else _static_shift(1 / N, shift)
+            spacing = {"t_min": t_min}
+        sigmas = get_sigmas("flow", n, **spacing, **shift_kw, shift_terminal=c.shift_terminal)[:-1]
+        levels = sigmas.tolist()
+        if c.use_karras_sigmas or c.use_exponential_sigmas:
+            t_hi, t_lo = sigma_to_flow_t(levels[0]), sigma_to_flow_t(levels[-1])
+            kind = "karras" if c.use_karras_sigmas else "exponential"
+            t = get_sigmas(kind, n, t_lo, t_hi, rho=c.rho)[:-1] if n > 1 else torch.tensor([t_hi], dtype=torch.float64)
+            levels = [flow_t_to_sigma(float(x)) for x in t]
+    return [*levels, 0.0] if to_zero else levels
+
+
+def _flow_named_levels(table: FlowTable, n: int, c) -> list[float]:
+    """n levels of one of fastdiff's schedules on a flow model."""
+    smin = table.sigma_min if c.sigma_min is None else float(c.sigma_min)
+    if c.schedule in _TIME_POWERS:
+        power = _TIME_POWERS[c.schedule]
+        t_max = 1.0 if c.sigma_max is None else sigma_to_flow_t(float(c.sigma_max))
+        t_min = sigma_to_flow_t(smin)
+        ramp = np.linspace(0.0, 1.0, n)
+        t = (t_max ** (1 / power) + ramp * (t_min ** (1 / power) - t_max ** (1 / power))) ** power
+        return [flow_t_to_sigma(float(x)) for x in t]
+    if c.schedule in ("karras", "logsnr", "exponential"):
+        if c.sigma_max is None:
+            raise ValueError(
+                f"schedule={c.schedule!r} on a flow model needs a finite sigma_max (its first level; the flow grid's own "
+                "first level, t = 1, is sigma = inf), got sigma_max=None"
+            )
+        return get_sigmas(c.schedule, n, smin, float(c.sigma_max), rho=c.rho).tolist()[:-1]
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {c.schedule!r}")
+
+
+def flow_grid_from_timesteps(table: FlowTable, timesteps: object, to_zero: bool = True) -> list[float]:
+    """Grid points at given model timesteps N t in (0, N], decreasing (the model is evaluated there), then 0."""
+    t = np.asarray(timesteps.detach().cpu() if isinstance(timesteps, torch.Tensor) else timesteps, dtype=np.float64)
+    t = t.reshape(-1)
+    N = table.num_train_timesteps
+    if t.size < 1 or not np.all(np.isfinite(t)) or not np.all((t > 0) & (t <= N)):
+        raise ValueError(f"timesteps must be numbers in (0, {N}], got {t.tolist()}")
+    if not np.all(t[1:] < t[:-1]):
+        raise ValueError(f"timesteps must be strictly decreasing, got {t.tolist()}")
+    levels = [flow_t_to_sigma(float(x) / N) for x in t]
+    return [*levels, 0.0] if to_zero else levels

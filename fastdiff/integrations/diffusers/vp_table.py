@@ -21,6 +21,7 @@ import torch
 from fastdiff.validation import check_positive_int
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 # The alpha-bar kept at the last timestep of a zero-terminal-SNR schedule, where it would be 0 (sigma = inf), as diffusers
 # keeps it (sigma = 4096); capped at half the previous entry so that the table stays monotone.
 ZERO_SNR_FLOOR = 2.0**-24
@@ -74,7 +75,10 @@ def training_betas(
 
 
 class VPTable:
-    """sigma_t = sqrt((1 - abar_t) / abar_t) for the training timesteps t = 0..T-1 (increasing), and the maps through it."""
+    """sigma_t = sqrt((1 - abar_t) / abar_t) for the training timesteps t = 0..T-1 (increasing), and the maps through it
+    (`FlowTable` has the same interface for flow configs)."""
+
+    prediction_types = PREDICTION_TYPES
 
     def __init__(self, betas: torch.Tensor):
         abar = torch.cumprod(1.0 - betas, dim=0)
@@ -116,6 +120,21 @@ class VPTable:
         w = t - low
         return ((1.0 - w) * table[low] + w * table[low + 1]).exp()
 
+    def to_solver(self, sample: torch.Tensor, sigma: float, dtype: torch.dtype) -> torch.Tensor:
+        return to_ve(sample, sigma, dtype)
+
+    def to_pipeline(self, x: torch.Tensor, sigma: float, dtype: torch.dtype) -> torch.Tensor:
+        return to_vp(x, sigma, dtype)
+
+    def denoised(self, output: torch.Tensor, x: torch.Tensor, sigma: float, prediction_type: str) -> torch.Tensor:
+        return denoised(output, x, sigma, prediction_type)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The VP sample sqrt(abar) x0 + sqrt(1 - abar) noise at (fractional) training timesteps, in `dtype`; no host sync."""
+        sigma = self.sigmas_at(timesteps.reshape(-1), dtype).view(-1, *([1] * (x0.ndim - 1)))
+        alpha = torch.rsqrt(1.0 + sigma * sigma)
+        return alpha * x0.to(dtype) + (alpha * sigma) * noise.to(dtype)
+
     def check_sigma_range(self, sigmas: Sequence[float], name: str, hint: str = "") -> None:
         """Positive sigmas must lie in the table's range [sigma_min, sigma_max], where the model was trained."""
         positive = [s for s in sigmas if s > 0]
@@ -136,8 +155,6 @@ def to_vp(x: torch.Tensor, sigma: float, dtype: torch.dtype) -> torch.Tensor:
     """fastdiff's VE state at sigma as the pipeline's VP sample x / sqrt(1 + sigma^2)."""
     return (x / math.sqrt(1.0 + sigma * sigma)).to(dtype)
 
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def denoised(output: torch.Tensor, x: torch.Tensor, sigma: float, prediction_type: str) -> torch.Tensor:
