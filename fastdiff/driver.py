@@ -100,7 +100,10 @@ def sample(
     """Solve from noise `x` at `sigmas[0]` down the grid `sigmas` with step rule `solver`.
 
     `x` is `[B, ...]` already scaled to `sigmas[0]` (e.g. `randn * sigmas[0]`); `denoiser(x, sigma)`
-    returns D(x, sigma) ~ E[x0 | x] with sigma a `[B]` tensor. Stochastic solvers draw from the
+    returns D(x, sigma) ~ E[x0 | x] with sigma a `[B]` tensor. `sigmas[0]` may be inf, the flow time t = 1 (a
+    rectified-flow model through `fastdiff.models.FlowDenoiser`): then x is the unit noise (`randn`, the flow state x_t
+    at t = 1), the denoiser is called with it at sigma = inf, and the first step is x' = D + sigma' (kept x + fresh z)
+    with the solver's exact limit (kept, fresh) (docs/ALGORITHMS.md section 14). Stochastic solvers draw from the
     counter stream keyed by `seed` (int: per-sample seeds derived from it; list: one per sample;
     an int64 `[B]` tensor on x's device: the per-sample seeds, read in the kernels without a host
     sync; None: drawn from torch's global generator) unless `noise_sampler(sigma, sigma_next)` is given.

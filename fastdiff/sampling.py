@@ -6,7 +6,8 @@ function also takes `backend=`; the stochastic ones take `seed=` (int or one int
 `noise_sampler(sigma, sigma_next)` wins over the seed; without one, the noise comes from fastdiff's
 counter stream, which replaces k-diffusion's defaults (`torch.randn_like` for the ancestral and churn
 samplers, a Brownian tree for the SDE samplers): reproducible per sample and per backend, but not the
-same numbers as k-diffusion draws.
+same numbers as k-diffusion draws. A grid may start at sigma = inf (a flow model at t = 1, x the unit noise), as in
+`fastdiff.sample`.
 """
 
 from __future__ import annotations
