@@ -8,7 +8,17 @@ import torch
 from torch import nn
 
 import fastdiff
-from fastdiff.models import ContinuousVPEpsDenoiser, ScoreDenoiser, VPEpsDenoiser, VPVDenoiser
+from fastdiff.models import (
+    ContinuousVPEpsDenoiser,
+    FlowDenoiser,
+    ScoreDenoiser,
+    VPEpsDenoiser,
+    VPVDenoiser,
+    flow_t_to_sigma,
+    flow_to_ve,
+    sigma_to_flow_t,
+    ve_to_flow,
+)
 from fastdiff.toy import GaussianMixture
 
 F64 = torch.float64
@@ -239,3 +249,100 @@ def test_bad_arguments():
         wrapper.t_to_sigma(1000.5)
     with pytest.raises(ValueError, match=r"model must return a tensor shaped like x \(6, 3\), got \(6, 2\)"):
         VPEpsDenoiser(lambda x, t: x[:, :2], ACP)(points(), 1.0)
+
+
+# ---------------------------------------------------------------- flow-matching models (docs/ALGORITHMS.md section 14)
+class FlowNet(nn.Module):
+    """The mixture's exact flow network: velocity v = E[eps - x0 | x_t], x0 = x_t - t v or eps = x_t + (1 - t) v."""
+
+    def __init__(self, prediction="velocity", time_scale=1.0):
+        super().__init__()
+        self.prediction, self.time_scale = prediction, time_scale
+        self.times = []
+
+    def forward(self, x_t, t):
+        self.times.append(t)
+        t = t / self.time_scale
+        v = GM.flow_velocity(x_t, t)
+        tb = t.to(x_t.dtype)[:, None]
+        return {"velocity": v, "x0": x_t - tb * v, "eps": x_t + (1 - tb) * v}[self.prediction]
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "x0", "eps"])
+def test_flow_wrapper_is_the_exact_denoiser(prediction):
+    wrapper = FlowDenoiser(FlowNet(prediction), prediction=prediction)
+    assert_reproduces_denoiser(wrapper, [0.0, 0.03, 0.9, 7.0, 300.0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "x0"])
+def test_flow_wrapper_at_t_one_sees_the_unit_noise_and_returns_the_mean(prediction):
+    net = FlowNet(prediction, time_scale=1000.0)
+    n = points(seed=3)
+    out = FlowDenoiser(net, prediction=prediction, time_scale=1000.0)(n, math.inf)
+    torch.testing.assert_close(out, (GM.weights @ GM.means).expand_as(n), rtol=1e-12, atol=1e-12)  # D(n, inf) = E[x0]
+    assert torch.equal(net.times[-1], torch.full((6,), 1000.0, dtype=F64))
+    big = 1e7  # the limit: D(sigma n, sigma) -> D(n, inf)
+    torch.testing.assert_close(FlowDenoiser(FlowNet(prediction), prediction=prediction)(big * n, big), out, rtol=0, atol=1e-6)
+
+
+def test_flow_wrapper_model_times_and_low_precision():
+    net = FlowNet(time_scale=1000.0)
+    wrapper = FlowDenoiser(net, time_scale=1000.0)
+    x = points()
+    sigma = torch.tensor([0.0, 0.5, 1.0, 3.0, 9.0, math.inf], dtype=F64)
+    wrapper(x, sigma)
+    torch.testing.assert_close(net.times[-1], 1000.0 * sigma_to_flow_t(sigma), rtol=1e-15, atol=0)
+    half = FlowDenoiser(lambda x_t, t: GM.flow_velocity(x_t, t).half())(x.half(), 0.7)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.double(), GM.denoiser(x.half().double(), 0.7), rtol=2e-2, atol=2e-2)
+
+
+def test_flow_state_conversions():
+    x_t = points(seed=4)
+    t = torch.tensor([0.0, 0.1, 0.5, 0.9, 0.999, 1.0], dtype=F64)
+    x = flow_to_ve(x_t, t)
+    torch.testing.assert_close(x[:5], x_t[:5] / (1 - t[:5, None]), rtol=1e-15, atol=0)
+    assert torch.equal(x[5], x_t[5])  # t = 1: the VE state is the unit noise x_t itself
+    torch.testing.assert_close(ve_to_flow(x, flow_t_to_sigma(t)), x_t, rtol=1e-14, atol=0)
+    assert torch.equal(ve_to_flow(x_t, math.inf), x_t) and torch.equal(flow_to_ve(x_t, 1.0), x_t)
+    assert flow_t_to_sigma(0.75) == 3.0 and sigma_to_flow_t(math.inf) == 1.0
+
+
+def test_flow_wrapper_refusals():
+    n = points()
+    with pytest.raises(ValueError, match=r"prediction='eps' has no denoiser at sigma = inf"):
+        FlowDenoiser(FlowNet("eps"), prediction="eps")(n, math.inf)
+    with pytest.raises(ValueError, match=r"prediction must be one of \('velocity', 'x0', 'eps'\), got 'v'"):
+        FlowDenoiser(FlowNet(), prediction="v")
+    with pytest.raises(TypeError, match="model must be callable as model"):
+        FlowDenoiser("net")
+    with pytest.raises(ValueError, match="time_scale must be a positive finite number, got 0"):
+        FlowDenoiser(FlowNet(), time_scale=0)
+    with pytest.raises(ValueError, match=r"FlowDenoiser's model must return a tensor shaped like x \(6, 3\), got \(6,\)"):
+        FlowDenoiser(lambda x_t, t: t)(n, 1.0)
+    with pytest.raises(TypeError, match="FlowDenoiser's model must return a floating-point tensor, got dtype torch.int64"):
+        FlowDenoiser(lambda x_t, t: x_t.long())(n, 1.0)
+    with pytest.raises(ValueError, match="sigma must be non-negative"):
+        FlowDenoiser(FlowNet())(n, -0.5)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\] \(flow time.*got 1.5"):
+        flow_to_ve(n, 1.5)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\].*got -0.1"):
+        flow_to_ve(n, torch.tensor([0.5, -0.1, 0.2, 0.3, 0.4, 0.5]))
+    with pytest.raises(ValueError, match="sigma must be non-negative"):
+        ve_to_flow(n, -1.0)
+
+
+def test_v_wrapper_at_sigma_inf_is_the_limit_and_eps_is_reported_non_finite():
+    """D = alpha^2 x - sigma alpha v -> -v(n, T - 1) as sigma -> inf with x = sigma n; eps-prediction has no limit."""
+
+    def linear_v(x_vp, t):
+        return 0.3 * x_vp + 1e-4 * t[:, None]
+
+    n = points(seed=5)
+    wrapper = VPVDenoiser(linear_v, ACP)
+    out = wrapper(n, math.inf)
+    torch.testing.assert_close(out, -(0.3 * n + 1e-4 * 999.0), rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(wrapper(1e6 * n, 1e6), out, rtol=0, atol=1e-5)
+    assert bool(torch.isfinite(fastdiff.sample(wrapper, n, [math.inf, 5.0, 0.0], "dpmpp_2m")).all())
+    with pytest.raises(fastdiff.NonFiniteError, match=r"denoiser returned NaN or Inf at step 0 \(sigma=inf"):
+        fastdiff.sample(VPEpsDenoiser(lambda x_vp, t: x_vp, ACP), n, [math.inf, 5.0, 0.0], "euler")
