@@ -205,7 +205,7 @@ def flow_grid(
             n = int(t.size)
             spacing = {"base": t}
         elif c.use_flow_sigmas:
-            spacing = {"base": np.linspace(1 - 1 / check_positive_int(n, "num_inference_steps"), 0, n + 1)[:-1]}
+            spacing = {"base": np.linspace(1 - 1 / N, 0, check_positive_int(n, "num_inference_steps") + 1)[:-1]}
         else:
             t_min = 1 / N if c.use_dynamic_shifting else _static_shift(1 / N, shift)
             spacing = {"t_min": t_min}
