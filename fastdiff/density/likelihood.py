@@ -11,6 +11,15 @@ The divergence of D is exact
 (autograd, one vector-Jacobian product per dimension) or Hutchinson's estimate v^T (dD/dx) v
 averaged over `n_probes` probes (Hutchinson 1990; FFJORD, Grathwohl et al. 2019).
 
+A grid may end at sigma_max = inf (the flow time t = 1): the last step, from the largest finite sigma_K, runs in the
+unit-noise coordinates n = x/sigma, u = 1/sigma, where the ODE is dn/du = D(n/u, 1/u) and
+log p_n(n, u) = log p_x(x, sigma) + d log sigma, d log p_n/du = -div_n D with div_n D = sigma div_x D (finite at
+u = 0, where the denoiser receives the unit noise n), so
+
+    log p_{sigma_K}(x_K) = log N(n_1; 0, I) - d log sigma_K - int_0^{1/sigma_K} div_n D du,
+
+exactly: at sigma = inf every model's unit-noise state is N(0, I), so no prior error is left.
+
 The integrator here is its own, not a step rule of `fastdiff.solvers` walked by `fastdiff.stepping`: it runs up the
 grid (sigma_min -> sigma_max), carries the log-density integral beside the state, and takes a divergence at every
 stage, so its Euler and Heun stages (`_stages`) fuse the state update with the trace term (`fastdiff.ops.trace_step`).
@@ -44,9 +53,11 @@ class LikelihoodResult(NamedTuple):
     """What `ode_log_likelihood(..., return_info=True)` returns (float64 [B] tensors unless stated).
 
     log_prob: log p_{sigma_min}(x0). prior_log_prob: log p_{sigma_max}(x_T). divergence: the integral
-    of div_x(dx/dsigma) from sigma_min to sigma_max (log_prob = prior_log_prob + divergence).
-    x_noise: x_T, the end of the ODE run (state dtype). nfe: points (x, sigma) where the network ran
-    per sample (steps x stages). n_vjp: vector-Jacobian products per sample (nfe x n_probes, or nfe x d).
+    of div_x(dx/dsigma) from sigma_min to sigma_max (log_prob = prior_log_prob + divergence; with sigma_max = inf
+    it also holds the change of variables -d log sigma_K to the unit-noise state, see the module docstring).
+    x_noise: x_T, the end of the ODE run (state dtype; the unit noise n when sigma_max = inf). nfe: points
+    (x, sigma) where the network ran per sample (steps x stages). n_vjp: vector-Jacobian products per sample
+    (nfe x n_probes, or nfe x d).
     """
 
     log_prob: torch.Tensor
@@ -69,7 +80,7 @@ def increasing_grid(sigmas: object) -> list[float]:
 
     Accepts it increasing, or as a sampling grid (strictly decreasing, possibly ending in 0, as
     `fastdiff.get_sigmas` makes it), which is reversed with its trailing 0 dropped: the ODE starts
-    at the smallest positive sigma.
+    at the smallest positive sigma. Its largest entry may be +inf (the flow time t = 1, where a flow grid starts).
     """
     if isinstance(sigmas, torch.Tensor):
         if sigmas.ndim != 1 or not sigmas.dtype.is_floating_point:
@@ -87,8 +98,12 @@ def increasing_grid(sigmas: object) -> list[float]:
         host = host[1:]
     if len(host) < 2:
         raise ValueError(f"sigmas needs at least two positive entries (sigma_min and sigma_max), got {len(host)}")
-    if not all(math.isfinite(s) and s > 0 for s in host):
-        raise ValueError("sigmas must be finite and positive (a single 0 may end a decreasing sampling grid)")
+    for k, s in enumerate(host):
+        if not (s > 0 and (math.isfinite(s) or (s == math.inf and k == len(host) - 1))):
+            raise ValueError(
+                f"sigmas must be positive and finite except that sigma_max may be +inf (the flow time t = 1), got {s} "
+                f"as entry {k} of the increasing grid (a single 0 may end a decreasing sampling grid)"
+            )
     if not all(b > a for a, b in zip(host[:-1], host[1:], strict=True)):
         raise ValueError("sigmas must be strictly monotone")
     return host
@@ -115,18 +130,35 @@ class _Stage(NamedTuple):
 
 
 def _stages(solver: str, s: float, s_next: float, d: int) -> list[_Stage]:
-    """Coefficients of the stages of one step s -> s_next > s, for x [k_i as listed in `_run`].
+    """Coefficients of the stages of one step s -> s_next > s, for x [k_i as listed in `ode_log_likelihood`].
 
     Euler: x' = x + h (x - D)/s, total += h (d - div D)/s.
     Heun (EDM Alg. 1 run upwards): predictor x~ = Euler step; x' = x + (h/2) [(x - D)/s + (x~ - D~)/s'],
     total += (h/2) [(d - div D)/s + (d - div D~)/s'], the second stage at (x~, s').
+    s_next = inf: the same rules for dn/du = D in n = x/sigma, u = 1/sigma from u = 1/s to 0 (module docstring).
     """
+    if math.isinf(s_next):
+        return _stages_to_infinity(solver, s, d)
     h = s_next - s
     if solver == "euler":
         return [_Stage(1 + h / s, [-h / s], h * d / s, -h / s)]
     half, half_next = 0.5 * h / s, 0.5 * h / s_next
     predictor = _Stage(1 + h / s, [-h / s], half * d, -half)
     corrector = _Stage(1 + half, [-half, half_next, -half_next], half_next * d, -half_next)
+    return [predictor, corrector]
+
+
+def _stages_to_infinity(solver: str, s: float, d: int) -> list[_Stage]:
+    """The step s -> inf, the state moving to the unit noise n = x/sigma, total += -d log s - int_0^{1/s} div_n D du.
+
+    Euler: n' = (x - D)/s (the DDIM step to infinity), total += -d log s - div_x D (div_n D = s div_x D at u = 1/s).
+    Heun: predictor n~ = (x - D)/s; n' = x/s - (D + D~)/(2 s), D~ = D(n~, inf) the denoiser on the unit noise,
+    total += -d log s - div_x D / 2 - div_n D~ / (2 s) (the trapezoid in u).
+    """
+    if solver == "euler":
+        return [_Stage(1 / s, [-1 / s], -d * math.log(s), -1.0)]
+    predictor = _Stage(1 / s, [-1 / s], -d * math.log(s), -0.5)
+    corrector = _Stage(1 / s, [-0.5 / s, 0.0, -0.5 / s], 0.0, -0.5 / s)
     return [predictor, corrector]
 
 
@@ -156,6 +188,11 @@ def ode_log_likelihood(
 
     - sigmas: the grid, increasing (sigma_min ... sigma_max), or a sampling grid (decreasing, maybe
       ending in 0: it is reversed and the 0 dropped). Every entry is a point where the network runs.
+      sigma_max may be +inf (the flow time t = 1): the last step ends on the unit-noise state n, whose
+      density is N(0, I) exactly (module docstring). A flow model (`fastdiff.models.FlowDenoiser`) takes
+      a flow grid as it is, `get_sigmas("flow", n)`; the result is in the VE convention, log p_{sigma_min}(x0),
+      which for the flow marginal at t_min = sigma_min / (1 + sigma_min) reads
+      log p_{t_min}(x0 / (1 + sigma_min)) = result + d log(1 + sigma_min).
     - estimator: "exact" (autograd trace, d vector-Jacobian products per evaluation: small d) or
       "hutchinson" (v^T (dD/dx) v averaged over `n_probes` probes, one product each; unbiased, its
       variance falls as 1/n_probes). probe: "rademacher" (+-1) or "gaussian".
@@ -163,7 +200,8 @@ def ode_log_likelihood(
       device; None draws one from torch's generator). Probe p of sample b at step i, stage j is a
       fixed function of (its seed, element, i, j, p): it never depends on the batch size.
     - solver: "heun" (2nd order, 2 evaluations per step, default) or "euler" (1).
-    - prior: log p_T(x_T) as a callable on [B, ...] -> [B]. Default: N(0, sigma_max^2 I), exact only as
+    - prior: log p_T(x_T) as a callable on [B, ...] -> [B] (with sigma_max = inf, on the unit noise n).
+      Default: N(0, I) on n for sigma_max = inf, exact. Else N(0, sigma_max^2 I), exact only as
       sigma_max -> infinity: a data mean mu shifts a sample's value by about <x_T, mu> / sigma_max^2,
       of order |mu| / sigma_max (0.02 nats for |mu| = 4 at sigma_max = 100), the covariance by
       tr(Cov) / (2 sigma_max^2). Pass the exact noised density where it is known, e.g.
@@ -219,7 +257,8 @@ def ode_log_likelihood(
                 point = out
                 ks.append(out)
             x = point
-        prior_lp = gaussian_prior(x, grid[-1]) if prior is None else _prior(prior, x)
+        unit_scale = 1.0 if math.isinf(grid[-1]) else grid[-1]  # at sigma = inf x is the unit noise
+        prior_lp = gaussian_prior(x, unit_scale) if prior is None else _prior(prior, x)
         if watch is not None:
             watch.record(x, prior_lp, len(grid) - 1, grid[-1], "prior")
             watch.check()
