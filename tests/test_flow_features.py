@@ -9,11 +9,17 @@ import pytest
 import torch
 
 import fastdiff
+from fastdiff.compose import sample_superposed
 from fastdiff.density import ode_log_likelihood
 from fastdiff.models import FlowDenoiser
 from fastdiff.toy import GaussianMixture
 
 MIXTURE = GaussianMixture([[-2.0, 0.5], [1.5, -1.0]], stds=[0.5, 0.8], weights=[0.4, 0.6])
+# SuperDiff: two disjoint flow models, LEFT and RIGHT, two components each (as in tests/test_compose.py).
+LEFT = GaussianMixture([[-4.0, -1.5], [-4.0, 1.5]], stds=0.4, weights=[0.5, 0.5])
+RIGHT = GaussianMixture([[4.0, -1.5], [4.0, 1.5]], stds=0.4, weights=[0.25, 0.75])
+COMPONENT_MEANS = torch.tensor([[-4.0, -1.5], [-4.0, 1.5], [4.0, -1.5], [4.0, 1.5]], dtype=torch.float64)
+FLOW_MODELS = [FlowDenoiser(LEFT.flow_velocity), FlowDenoiser(RIGHT.flow_velocity)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,3 +65,52 @@ def test_likelihood_grid_with_inf_elsewhere_is_refused():
             ode_log_likelihood(denoiser, x0, bad)
     with pytest.raises(ValueError, match="prediction='eps'"):
         ode_log_likelihood(FlowDenoiser(lambda x, t: x, prediction="eps"), x0, [0.1, 1.0, math.inf], estimator="exact")
+
+
+# ---------------------------------------------------------------------------------------------
+# SuperDiff OR / AND on flow models, from a finite start (t_max = 0.99); t = 1 is refused
+# ---------------------------------------------------------------------------------------------
+def flow_grid(n: int) -> torch.Tensor:
+    return fastdiff.get_sigmas("flow", n, t_max=0.99, shift=3.0)
+
+
+def flow_noise(n: int, sigmas: torch.Tensor, seed: int) -> torch.Tensor:
+    return torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * float(sigmas[0])
+
+
+def test_or_of_flow_models_samples_the_weighted_mixture():
+    """3-to-1 OR of LEFT and RIGHT: component proportions within 0.03 of w_model * w_component (4000 samples, standard
+    error <= 0.0079; measured max deviation 0.0075 on 100 steps)."""
+    sigmas = flow_grid(100)
+    samples, log_q = sample_superposed(FLOW_MODELS, flow_noise(4000, sigmas, 0), sigmas, "or",
+                                       log_weights=[math.log(3.0), 0.0], seed=1)
+    target = torch.tensor([0.75 * 0.5, 0.75 * 0.5, 0.25 * 0.25, 0.25 * 0.75], dtype=torch.float64)
+    nearest = torch.cdist(samples, COMPONENT_MEANS).argmin(dim=1)
+    got = torch.bincount(nearest, minlength=4).double() / samples.shape[0]
+    assert float((got - target).abs().max()) < 0.03, (got, target)
+    assert bool(torch.isfinite(log_q).all())
+
+
+def test_and_of_flow_models_equalizes_the_exact_log_densities():
+    """AND lands where log q_LEFT = log q_RIGHT: the exact gap's median (measured 0.076) is far below that of the averaged
+    velocities' SDE (15.1), and the Itô estimates stay finite and equal."""
+    sigmas = flow_grid(60)
+    x = flow_noise(1000, sigmas, 3)
+    samples, log_q = sample_superposed(FLOW_MODELS, x, sigmas, "and", seed=4)
+
+    def averaged(z, sigma):
+        return 0.5 * (FLOW_MODELS[0](z, sigma) + FLOW_MODELS[1](z, sigma))
+
+    baseline = fastdiff.sample(averaged, x, sigmas, "euler_maruyama", seed=4)
+    gap, baseline_gap = ((LEFT.log_prob(y, 0.0) - RIGHT.log_prob(y, 0.0)).abs().median() for y in (samples, baseline))
+    assert float(gap) < 0.02 * float(baseline_gap), (gap, baseline_gap)
+    assert bool(torch.isfinite(log_q).all())
+    assert float((log_q[:, 0] - log_q[:, 1]).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize(("mode", "ode"), [("or", False), ("and", False), ("or", True)])
+def test_superposition_from_t_one_is_refused_with_a_finite_start_named(mode, ode):
+    sigmas = fastdiff.get_sigmas("flow", 8)
+    assert math.isinf(float(sigmas[0]))
+    with pytest.raises(ValueError, match=r"sigmas\[0\] = inf .*t_max=0.99"):
+        sample_superposed(FLOW_MODELS, torch.randn(4, 2, dtype=torch.float64), sigmas, mode, ode=ode)

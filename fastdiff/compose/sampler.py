@@ -14,10 +14,19 @@ d log q_i/dsigma = sigma div s_i + <s_i, sigma s_i + dx/dsigma> (the change of l
 by Hutchinson's estimator with autograd (`n_probes` Gaussian probes from the counter stream, shared by the
 models). It is a plain PyTorch path (one vector-Jacobian product per model and probe), for checks and small models;
 its step to sigma' = 0 lands at x + sigma^2 u = sum_i kappa_i D_i.
+
+Flow-matching models (`fastdiff.models.FlowDenoiser`) superpose like any denoisers, on a grid that starts below
+t = 1: sigmas[0] = inf is refused. From infinite noise the Euler-Maruyama step adds sqrt(Delta) z with Delta = inf,
+AND's weights (which cancel the step's noise in the log q_i differences, of order <z, D_i - D_j>/sigma, through a
+term of order kappa/sigma^2) grow like sigma, and the exact transition x' = D_mix + sigma' z injects noise of variance
+sigma'^2, not the forward process's Delta, so no Itô estimate holds for it. A finite start such as
+`get_sigmas("flow", n, t_max=0.99, shift=3.0)` with x = sigmas[0] * randn samples the flow models' superposition
+(tests/test_flow_features.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -62,6 +71,7 @@ def sample_superposed(
     Noise: the counter stream keyed by `seed` (per-sample seeds, as in `fastdiff.sample`), so every backend
     draws the same z and a sample does not depend on its batch. `sampler_options` may only restate the forward
     noise scale (s_noise=1, eta=1, s_churn=0); anything else raises, since it would invalidate the estimates.
+    Flow models (`fastdiff.models.FlowDenoiser`) work on a grid from a finite start (t < 1); sigmas[0] = inf raises.
 
     Returns (samples in x's dtype, log_q [B, M]): the estimates of log q_i(x_end, sigma_end) - log q_i(x, sigma_0)
     plus `log_q_start` (default 0; pass log q_i(x, sigma_0) where known). OR's weights use these running values,
@@ -77,6 +87,12 @@ def sample_superposed(
         config = SuperpositionConfig(denoisers, mode, temperature, log_weights, bias, *(() if rcond is None else (rcond,)))
     check_sample(x)
     host, grid = check_grid(sigmas, x.device)
+    if math.isinf(host[0]):
+        raise ValueError(
+            "sigmas[0] = inf (the flow time t = 1): the superposed SDE and ODE steps and their log-density estimates have "
+            "no finite limit from infinite noise; start at a finite noise level, e.g. "
+            "fastdiff.get_sigmas('flow', n, t_max=0.99, shift=3.0) with x = sigmas[0] * randn (see fastdiff.compose.sampler)"
+        )
     if ode:
         if sampler_options:
             raise ValueError(f"ode=True injects no noise; sampler options {sorted(sampler_options)} do not apply")
