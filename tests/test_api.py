@@ -197,3 +197,28 @@ def test_the_driver_and_the_walk_import_nothing_above_them():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "sigmas, match",
+    [
+        ([1.0, float("inf"), 0.0], r"sigmas\[1\] = inf; only sigmas\[0\] may be inf"),
+        ([float("inf"), float("inf"), 0.0], r"sigmas\[1\] = inf"),
+        ([-float("inf"), 0.0], r"NaN or Inf: sigmas\[0\] = -inf"),
+        ([float("nan"), 1.0, 0.0], r"NaN or Inf: sigmas\[0\] = nan"),
+        ([float("inf"), 1.0, -0.5], "non-negative, got minimum -0.5"),
+        ([float("inf"), 2.0, 3.0], "strictly decreasing"),
+    ],
+)
+def test_grid_may_start_at_inf_only(sigmas, match):
+    with pytest.raises(ValueError, match=match):
+        fastdiff.sample(denoise_to_origin, torch.randn(2, 3), sigmas, "euler")
+
+
+def test_grid_from_inf_accepted_and_the_dtype_bound_reads_the_finite_entries():
+    x = torch.randn(2, 3)
+    for sigmas in ([float("inf"), 1e30, 0.0], torch.tensor([float("inf"), 3.0, 1.0])):
+        out = fastdiff.sample(denoise_to_origin, x, sigmas, "euler")
+        torch.testing.assert_close(out, x * float(sigmas[-1]), rtol=1e-6, atol=0)  # D = 0: x' = sigma' n, then Euler
+    with pytest.raises(ValueError, match=r"at most 3.40282e\+38\), got 1e\+39"):
+        fastdiff.sample(denoise_to_origin, x, [float("inf"), 1e39, 0.0], "euler")

@@ -60,3 +60,15 @@ def test_step_to_zero_is_one_evaluation_where_the_loop_denoises(name, options):
     assert [plan.steps.count(i) for i in range(last)] == [solver.evaluations_per_step] * last
     assert plan.steps.count(last) == expected
     assert all(s > 0.0 for s in plan.sigmas)
+
+
+@pytest.mark.parametrize("name, options", VARIANTS, ids=IDS)
+def test_step_from_infinity_declaration(name, options):
+    """(kept, fresh) of the step from sigma = inf: finite, kept in [0, 1], no fresh noise from a rule that draws none;
+    the dry run takes it as one evaluation at inf (tests/test_flow.py checks it is the limit of the rule's own step)."""
+    solver = make_solver(name, **options)
+    kept, fresh = solver.from_infinity()
+    assert isinstance(kept, float) and isinstance(fresh, float) and 0.0 <= kept <= 1.0 and fresh >= 0.0
+    assert solver.stochastic or fresh == 0.0
+    plan = evaluation_plan(lambda: make_solver(name, **options), [float("inf"), *GRIDS["karras"]])
+    assert plan.sigmas[0] == float("inf") and plan.steps.count(0) == 1

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fastdiff
+from fastdiff.models import FlowDenoiser
 from fastdiff.ops.philox import CounterNoise
 from fastdiff.solvers import SOLVERS, StepContext, make_solver
 from fastdiff.stepping import SolverRun, evaluation_plan, solve
@@ -186,6 +187,46 @@ def test_solve_traces_into_one_graph(name):
 
     x = start(batch=5).float()
     ctx.sigmas_tensor = ctx.sigmas_tensor.float()
+    torch._dynamo.reset()
+    compiled = torch.compile(run, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), run(x), rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the step from sigma = inf (docs/ALGORITHMS.md section 14)
+FROM_INF = [float("inf"), *GRID]
+flow_denoiser = FlowDenoiser(MIXTURE.flow_velocity)  # D at sigma = inf too: the mixture as a flow model
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m", "ipndm"])
+def test_the_step_from_infinity_then_the_solver_from_a_fresh_history(name):
+    """A deterministic run from inf is D(n, inf) + sigma_1 n, then the solver's own run on the rest of the grid."""
+    n = start(scale=1.0)
+    after_step = flow_denoiser(n, float("inf")) + GRID[0] * n
+    from_inf = solve(make_solver(name), context(FROM_INF), n, flow_denoiser)
+    assert torch.equal(from_inf, solve(make_solver(name), context(), after_step, flow_denoiser))
+    plan = evaluation_plan(lambda: make_solver(name), FROM_INF)
+    assert plan.sigmas[0] == float("inf") and plan.steps.count(0) == 1 and plan.starts_at_input
+    assert plan.sigmas[1:] == evaluation_plan(lambda: make_solver(name), GRID).sigmas
+
+
+def test_restart_at_the_step_from_infinity():
+    n, other = start(scale=1.0), start(scale=0.5)
+    run = SolverRun(make_solver("srk"), context(FROM_INF), n)
+    assert run.at_step_start and run.request.sigma == float("inf")
+    run.restart_step(other)
+    while not run.done:
+        run.answer(flow_denoiser(run.request.x, run.request.sigma))
+    assert torch.equal(run.result, solve(make_solver("srk"), context(FROM_INF), other, flow_denoiser))
+
+
+def test_solve_from_infinity_traces_into_one_graph():
+    ctx = context(FROM_INF[:4], batch=5)
+    ctx.sigmas_tensor = ctx.sigmas_tensor.float()
+
+    def run(x):
+        return solve(make_solver("ipndm"), ctx, x, lambda x, sigma: x * 0.5)
+
+    x = start(batch=5, scale=1.0).float()
     torch._dynamo.reset()
     compiled = torch.compile(run, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), run(x), rtol=1e-6, atol=1e-6)
