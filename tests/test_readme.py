@@ -29,9 +29,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from readme_standins import MixtureModel, mixture_pipeline, tiny_pipeline
+from readme_standins import MODES, MixtureModel, mixture_pipeline, tiny_pipeline
 
 import fastdiff
+import fastdiff.train
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FENCE = re.compile(r"^[ \t]*```python[ \t]*\n(.*?)^[ \t]*```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -99,10 +100,11 @@ def finite(*values) -> None:
         assert torch.isfinite(torch.as_tensor(v)).all(), "non-finite values"
 
 
-def near_modes(values, tol: float = 0.6) -> None:
-    """Every entry within `tol` of one of the stand-in data's modes -0.5, 0.5 (shifted and scaled by the caller)."""
-    v = torch.as_tensor(values, dtype=torch.float64)
-    assert ((v + 0.5).abs().minimum((v - 0.5).abs()) < tol).all(), f"samples away from the modes: {v.flatten()[:8]}"
+def near_modes(values, tol: float) -> None:
+    """Every entry within `tol` of one of the stand-in data's modes (`readme_standins.MODES`)."""
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    distance = (v[:, None] - torch.tensor(MODES, dtype=torch.float64)).abs().amin(1)
+    assert (distance < tol).all(), f"samples away from the modes {MODES}: {v[:8]}"
 
 
 def check_use(ns: dict) -> None:
@@ -121,13 +123,13 @@ def check_compiled(ns: dict) -> None:
     eager = ns["run"]()
     assert eager.shape == (64, 2) and eager.is_cuda
     finite(eager)
-    torch.testing.assert_close(ns["compiled"](), eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ns["compiled"](), eager, rtol=1e-4, atol=1e-4)
 
 
 def kdiffusion_standins() -> dict:
     sigmas = fastdiff.get_sigmas("karras", 10, 0.002, 80.0)
     return {"model": MixtureModel((2,)), "x": torch.randn(4, 2, dtype=torch.float64) * sigmas[0], "sigmas": sigmas,
-            "c": torch.arange(4)}
+            "c": torch.arange(4)}  # c: one conditioning entry per sample
 
 
 def check_kdiffusion(ns: dict) -> None:
@@ -172,7 +174,10 @@ def check_ld3_pipeline(ns: dict) -> None:
 
 def cap_ld3_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
     learn = fastdiff.ld3.learn_sigmas
-    capped = lambda *args, **options: learn(*args, **{"max_epochs": LD3_EPOCHS, **options})  # noqa: E731
+
+    def capped(*args, **options):
+        return learn(*args, **{"max_epochs": LD3_EPOCHS, **options})
+
     monkeypatch.setattr(fastdiff.ld3, "learn_sigmas", capped)
 
 
@@ -202,10 +207,8 @@ def check_compose(ns: dict) -> None:
 
 
 def cap_train_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fastdiff.train as ft
-
-    config = ft.TrainConfig
-    monkeypatch.setattr(ft, "TrainConfig", lambda **options: config(**{**options, "steps": TRAIN_STEPS}))
+    config = fastdiff.train.TrainConfig
+    monkeypatch.setattr(fastdiff.train, "TrainConfig", lambda **options: config(**{**options, "steps": TRAIN_STEPS}))
 
 
 def check_train(ns: dict) -> None:
