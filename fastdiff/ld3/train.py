@@ -167,6 +167,12 @@ def _check(s: _Settings) -> Discretization:
         raise ValueError(f"shape must be one sample's shape (positive ints), got {s.shape!r}")
     for name in ("n_samples", "n_val", "batch_size", "max_epochs", "patience", "teacher_nfe"):
         check_positive_int(getattr(s, name), name)
+    if isinstance(s.sigma_max, float) and s.sigma_max == math.inf:
+        raise ValueError(
+            "sigma_max must be a positive finite number, got inf (the flow time t = 1): LD3 learns the grid in "
+            "lambda = -log sigma between finite ends and draws x_T = sigma_max z; for a flow model pass e.g. "
+            "fastdiff.models.flow_t_to_sigma(0.99) = 99"
+        )
     s.sigma_min, s.sigma_max = check_positive(s.sigma_min, "sigma_min"), check_positive(s.sigma_max, "sigma_max")
     if s.sigma_min >= s.sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max, got {s.sigma_min} and {s.sigma_max}")
@@ -436,6 +442,9 @@ def learn_sigmas(
     distance: "l2" (per-sample Euclidean norm, LD3's choice), "squared_l2" (its square: the mean squared error) or
         `f(student, teacher) -> [B]`.
     to_zero: the grid runs sigma_max -> sigma_min, then 0 when set; `fastdiff.ld3.solvers` maps NFE to steps.
+    Flow models (`fastdiff.models.FlowDenoiser`) learn like any denoiser on a finite range, sigma = t / (1 - t): the
+        defaults (0.002, 80) are t in [0.002, 0.988]; pass sigma_max = `fastdiff.models.flow_t_to_sigma(t_max)` for
+        another t_max (t = 1, sigma_max = inf, raises).
     sigma_grad: how the loss reaches the sigma the network sees ("auto" probes the denoiser; `fastdiff.ld3.network`).
     checkpoint: recompute the network in the backward pass instead of storing its activations.
     Optimizers: RMSprop (`lr`, 5e-3) on xi as in docs/ALGORITHMS.md section 7; on xi_c `model_time_optimizer` "rmsprop"
