@@ -1,7 +1,7 @@
 """Command line: `python -m fastdiff demo [--samples N] [--grid recommended] [--out DIR]`,
 `python -m fastdiff ld3 [--solver ipndm] [--nfe 4] [--out schedule.json]`, `python -m fastdiff compose-demo`,
-`python -m fastdiff train [--preset toy|digits] [--loss dsm|cdm]` and `python -m fastdiff tdc [--preset toy|digits]`
-(`--help` on each)."""
+`python -m fastdiff train [--preset toy|digits] [--loss dsm|cdm]`, `python -m fastdiff tdc [--preset toy|digits]` and
+`python -m fastdiff comfyui-install PATH [--overwrite]` (`--help` on each)."""
 
 from __future__ import annotations
 
@@ -57,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     ld3.add_argument("--seed", type=int, default=0)
     ld3.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     from fastdiff.compose.demo import add_subcommand as add_compose_demo
+    from fastdiff.integrations.comfyui.install import add_subcommand as add_comfyui_install
     from fastdiff.train.cli import add_subcommand as add_train
     from fastdiff.train.tdc.cli import add_subcommand as add_tdc
 
-    for add in (add_compose_demo, add_train, add_tdc):
+    for add in (add_compose_demo, add_train, add_tdc, add_comfyui_install):
         add(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FloatingPointError) as err:
             parser.error(str(err))
     else:
-        status = args.run(args)  # compose-demo returns its samples, train and tdc an exit status
+        status = args.run(args)  # compose-demo returns its samples, train, tdc and comfyui-install an exit status
         return status if isinstance(status, int) else 0
     return 0
 
