@@ -271,3 +271,23 @@ def test_register_adds_the_samplers(monkeypatch):
     x = noise()
     torch.testing.assert_close(function(flow_model(), x, torch.tensor(FLOW_GRID, dtype=torch.float64)),
                                flow_model_dpmpp_2m(x), rtol=0, atol=0)
+
+
+class HostReads(torch.Tensor):
+    """A grid tensor that counts its reads to the host."""
+
+    reads = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.tolist, torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__):
+            cls.reads += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_grid_read_to_the_host_once():
+    sigmas = torch.tensor(FLOW_GRID, dtype=torch.float64).as_subclass(HostReads)
+    HostReads.reads = 0
+    out = sampler_function("dpmpp_2m")(flow_model(), noise(), sigmas, callback=lambda info: None)
+    assert HostReads.reads == 1
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), flow_model_dpmpp_2m(noise()), rtol=0, atol=0)
