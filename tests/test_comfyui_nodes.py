@@ -387,3 +387,51 @@ def test_the_custom_nodes_registry_metadata():
     assert meta["project"]["dependencies"] == ["fastdiff"]
     assert meta["tool"]["comfy"]["PublisherId"] and meta["tool"]["comfy"]["DisplayName"]
     assert (CUSTOM_NODE / "requirements.txt").read_text().split() == ["fastdiff"]
+
+
+# ------------------------------------------------------------------------------------------------ real ComfyUI
+@pytest.fixture(scope="module")
+def real_comfy():
+    import comfy_env
+
+    return comfy_env.load()
+
+
+def comfy_sampling(real_comfy, schedule, kind):
+    """ComfyUI's model_sampling object as its model_base builds one: a schedule class mixed with a type."""
+    ms = real_comfy.model_sampling
+    return type("ModelSampling", (getattr(ms, schedule), getattr(ms, kind)), {})()
+
+
+@pytest.mark.parametrize("steps", [4, 10, 20])
+def test_the_flow_grid_is_comfyuis_simple_scheduler_on_sd3_and_flux(real_comfy, steps):
+    sd3 = comfy_sampling(real_comfy, "ModelSamplingDiscreteFlow", "CONST")
+    sd3.set_parameters(shift=3.0)
+    flux = comfy_sampling(real_comfy, "ModelSamplingFlux", "CONST")  # mu = 1.15, its default
+    for sampling in (sd3, flux):
+        simple = real_comfy.samplers.calculate_sigmas(sampling, "simple", steps)
+        torch.testing.assert_close(nodes.grid_for(sampling, "flow", steps), simple, rtol=0, atol=2.4e-7)  # 2 ulp at 1
+
+
+def test_the_karras_grid_is_comfyuis_on_an_eps_model(real_comfy):
+    sd15 = comfy_sampling(real_comfy, "ModelSamplingDiscrete", "EPS")
+    comfy_karras = real_comfy.samplers.calculate_sigmas(sd15, "karras", 10)
+    # ComfyUI computes the grid in float32, fastdiff in float64: a few float32 ulp apart
+    torch.testing.assert_close(nodes.grid_for(sd15, "karras", 10), comfy_karras, rtol=1e-6, atol=0)
+
+
+def test_the_nodes_drive_comfyuis_custom_sampler_on_a_flow_model(real_comfy):
+    """SamplerCustom's path (comfy.sample.sample_custom) with the SIGMAS and euler nodes on a tiny Flux model: ComfyUI's
+    own euler on the same grid, to float32 rounding (the Euler step is the same map in t and in sigma = t / (1 - t))."""
+    import comfy_env
+
+    model = comfy_env.flux_model(real_comfy)
+    (sigmas,) = nodes.FastdiffSigmas().get_sigmas(model, "flow", 3, 1.0, 0.0, 0.0, 7.0, 0.0)
+    (sampler,) = nodes.SAMPLER_NODES["euler"]().get_sampler(s_churn=0.0, s_tmin=0.0, s_tmax=1e4, s_noise=1.0)
+    assert isinstance(sampler, real_comfy.samplers.KSAMPLER) and sigmas[0].item() == 1.0
+    noise = torch.randn(comfy_env.FLUX_LATENT, generator=torch.Generator().manual_seed(0))
+    latent = torch.zeros(comfy_env.FLUX_LATENT)
+    positive, negative = comfy_env.conditioning(1, True), comfy_env.conditioning(2, True)
+    run = [real_comfy.sample.sample_custom(model, noise, 1.0, s, sigmas, positive, negative, latent, seed=0)
+           for s in (sampler, real_comfy.samplers.sampler_object("euler"))]
+    torch.testing.assert_close(run[0], run[1], rtol=1e-5, atol=1e-5 * run[1].abs().max().item())
