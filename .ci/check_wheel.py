@@ -8,7 +8,7 @@ import pathlib
 import sys
 
 source = pathlib.Path(sys.argv[1])
-# Folders shipped as package data, not imported: the ComfyUI custom node, which only ComfyUI loads.
+# Folders checked file by file, not imported: the ComfyUI custom node, which only ComfyUI loads (it registers into ComfyUI).
 DATA_FOLDERS = {("fastdiff.integrations.comfyui", "custom_node")}
 data_paths = {source.joinpath(*package.split("."), folder) for package, folder in DATA_FOLDERS}
 expected = {"fastdiff.kernels"}
@@ -35,7 +35,7 @@ for package, folder in sorted(DATA_FOLDERS):
     )
     absent = [str(p) for p in wanted if not (installed / p).is_file()]
     if absent:
-        sys.exit(f"package data of {package} missing from the wheel ({folder}/): {', '.join(absent)}")
+        sys.exit(f"files of {package}.{folder} missing from the wheel: {', '.join(absent)}")
 import fastdiff  # noqa: E402
 
 status = fastdiff.backends()
