@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 NVCC ?= nvcc
 CUDA_ARCH ?= sm_90
 
-.PHONY: install install-test demo test bench lint cuda-check wheel-check
+.PHONY: install install-test demo test bench lint cuda-check gpu-check wheel-check
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
@@ -48,6 +48,13 @@ cuda-check:
 		echo "nvcc -c $$f"; \
 		$(NVCC) -c -std=c++17 -arch=$(CUDA_ARCH) "$$f" -o /tmp/fastdiff_$$(basename $$f .cu).o || exit 1; \
 	done
+
+# On a GPU machine: build the CUDA extension for the local GPU, run the GPU tests, compute-sanitizer on each
+# CUDA op and the kernel benchmarks (bench/results/<gpu>-<date>.json and .md), in under 8 minutes.
+# DRY_RUN=1 (CI, no GPU): the same harness checked on CPU, results in a temporary folder.
+DRY_RUN ?=
+gpu-check:
+	$(PYTHON) bench/gpu_check.py $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 
 # Users install wheels: build one, install it alone in a fresh virtual environment (with the same torch),
 # and import every package of the source tree from it, outside the checkout.
