@@ -43,10 +43,14 @@ bench: install-test
 lint:
 	ruff check .
 
+# Compiles every CUDA source and prints each kernel's registers, spills and shared memory (ptxas -v).
 cuda-check:
 	@for f in csrc/cuda/*.cu; do \
 		echo "nvcc -c $$f"; \
-		$(NVCC) -c -std=c++17 -arch=$(CUDA_ARCH) "$$f" -o /tmp/fastdiff_$$(basename $$f .cu).o || exit 1; \
+		log=/tmp/fastdiff_$$(basename $$f .cu).ptxas; \
+		$(NVCC) -c -std=c++17 -arch=$(CUDA_ARCH) -Xptxas -v "$$f" -o /tmp/fastdiff_$$(basename $$f .cu).o >$$log 2>&1 \
+			|| { cat $$log; exit 1; }; \
+		grep -E "Compiling entry|registers|spill" $$log | sed -E 's/^ptxas info +: //'; \
 	done
 
 # On a GPU machine: build the CUDA extension for the local GPU, run the GPU tests, compute-sanitizer on each
