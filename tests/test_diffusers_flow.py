@@ -129,6 +129,14 @@ def test_flow_keys_refused_by_name(overrides, match):
         EulerScheduler.from_config(FlowMatchEulerDiscreteScheduler(**overrides).config)
 
 
+def test_flow_dpmsolver_final_sigma_min_is_refused_by_name():
+    """diffusers' flow mode takes the 'sigma_min' end from its VP beta table, which a flow model does not have."""
+    config = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction",
+                                         final_sigmas_type="sigma_min").config
+    with pytest.raises(ValueError, match="does not implement config key final_sigmas_type='sigma_min'"):
+        DPMpp2MScheduler.from_config(config)
+
+
 def test_flow_keys_on_vp_configs_and_bad_flow_combinations_are_refused():
     with pytest.raises(ValueError, match="time_shift_type='linear' apply to flow models only"):
         EulerScheduler.from_config(DPMSolverMultistepScheduler().config, time_shift_type="linear")

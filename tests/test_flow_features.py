@@ -25,15 +25,6 @@ COMPONENT_MEANS = torch.tensor([[-4.0, -1.5], [-4.0, 1.5], [4.0, -1.5], [4.0, 1.
 FLOW_MODELS = [FlowDenoiser(LEFT.flow_velocity), FlowDenoiser(RIGHT.flow_velocity)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The toy models' tiny tensors are slower with several threads (thread wake-ups dominate)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # Likelihoods: the grid may end at sigma_max = inf (t = 1), prior N(0, I) on the unit noise
 # ---------------------------------------------------------------------------------------------

@@ -30,15 +30,6 @@ SOLVERS = ("euler", "heun", "dpmpp_2m", "ipndm")
 FAST = {"max_epochs": 25, "progress": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The toy denoiser's tiny softmaxes are slower with several threads (thread wake-ups dominate)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def target():
     gm = trimodal_1d()

@@ -11,7 +11,7 @@ before diffusers' `from_config` would drop it without a word:
 | timestep_spacing, steps_offset | all | honored | schedule="discrete", spaced as DPMSolverMultistepScheduler spaces them |
 | use_karras_sigmas, use_exponential_sigmas, use_lu_lambdas, sigma_min, sigma_max | Euler, DPMSolver, UniPC, ... | honored | read as schedule="karras" / "logsnr" between sigma_min and sigma_max |
 | thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range | DDPM, DDIM, DPMSolver, UniPC, DEIS, Heun, ... | honored | limits on x0 (`thresholding`) |
-| final_sigmas_type | Euler, DPMSolver, UniPC | honored | "zero": the last step goes to 0; "sigma_min": the run stops at the grid's lowest sigma |
+| final_sigmas_type | Euler, DPMSolver, UniPC | honored | "zero": the last step goes to 0; "sigma_min": the run stops at the grid's lowest sigma (refused on a flow config, where diffusers reads its VP beta table) |
 | solver_order, algorithm_type, solver_type, lower_order_final, euler_at_final | DPMSolverMultistep, UniPC, DEIS, ... | honored by DPMpp2MScheduler (refused there when not DPM-Solver++ 1 or 2 with midpoint); dropped by the others | the peer's own solver |
 | use_beta_sigmas | Euler, Heun, LMS, KDPM2, DPMSolver, UniPC, ... | refused when True | the beta-distribution grid is not implemented (`schedule` picks fastdiff's grids) |
 | shift, use_dynamic_shifting, time_shift_type, shift_terminal | FlowMatchEuler (and DPMSolver, UniPC: the last three) | honored on a flow config, refused off their defaults on a VP one | the flow grid (`timestep_grids.flow_grid`) |

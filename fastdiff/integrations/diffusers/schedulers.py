@@ -329,10 +329,12 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
             refused["use_karras_sigmas"] = refused["use_exponential_sigmas"] = (
                 "False with use_flow_sigmas (diffusers reads it on its VP table there)"
             )
+        refused = {key: accepted for key, accepted in refused.items() if config[key]}
+        if config["final_sigmas_type"] != "zero":  # diffusers' flow mode takes that last sigma from its VP beta table
+            refused["final_sigmas_type"] = "'zero' on a flow config (diffusers' 'sigma_min' reads its VP beta table there)"
         for key, accepted in refused.items():
-            if config[key]:
-                name = type(self).__name__
-                raise ValueError(f"{name} does not implement config key {key}={config[key]!r}; accepted: {accepted}")
+            name = type(self).__name__
+            raise ValueError(f"{name} does not implement config key {key}={config[key]!r}; accepted: {accepted}")
         _check_positive(config["shift"], "shift")
         _check_positive(config["flow_shift"], "flow_shift")
         for name in ("base_shift", "max_shift"):
