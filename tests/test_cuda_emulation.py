@@ -190,20 +190,37 @@ ITO_CASES = [("or", 1), ("or", 2), ("and", 2), ("and", 3)]
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("mode", "m"), ITO_CASES, ids=[f"{c}{m}" for c, m in ITO_CASES])
-@pytest.mark.parametrize("shape", [(3, 5), (1, 1023), (2, 3, 7, 11), (2, 9001)], ids=str)
+@pytest.mark.parametrize("shape", [(3, 5), (1, 1024), (2, 3, 7, 11), (2, 9001), (2, 8200)], ids=str)
 def test_ito_step(emulated, dtype, mode, m, shape):
-    """(2, 9001): two parts per sample."""
+    """Sizes that are multiples of four take the vector loads; (2, 9001) and (2, 8200) span two parts per sample."""
     check_ito(emulated, dtype, mode, m, shape)
 
 
-@pytest.mark.parametrize(("mode", "m", "dtype"), [("or", 8, torch.float32), ("and", 8, torch.float64),
-                                                  ("and", 5, torch.bfloat16), ("or", 6, torch.float16)], ids=str)
-def test_ito_step_many_models(emulated, mode, m, dtype):
-    check_ito(emulated, dtype, mode, m, (2, 301))
+@pytest.mark.parametrize(("mode", "m", "dtype", "shape"),
+                         [("or", 8, torch.float32, (2, 300)), ("and", 8, torch.float64, (2, 301)),
+                          ("and", 7, torch.float64, (1, 300)), ("and", 8, torch.float32, (2, 300)),
+                          ("and", 5, torch.bfloat16, (2, 301)), ("or", 6, torch.float16, (2, 300))], ids=str)
+def test_ito_step_many_models(emulated, mode, m, dtype, shape):
+    check_ito(emulated, dtype, mode, m, shape)
 
 
-def check_ito(emulated, dtype, mode, m, shape):
+def test_ito_step_misaligned_buffers(emulated):
+    """Buffers one element past an aligned address: the scalar loads, same results."""
+    check_ito(emulated, torch.float32, "and", 3, (2, 400), misalign=True)
+    check_ito(emulated, torch.float16, "or", 2, (2, 400), misalign=True)
+
+
+def misaligned(t: torch.Tensor) -> torch.Tensor:
+    """A copy of t whose data starts one element past the start of its storage."""
+    out = torch.empty(t.numel() + 1, dtype=t.dtype)[1:].view(t.shape)
+    out.copy_(t)
+    return out
+
+
+def check_ito(emulated, dtype, mode, m, shape, misalign=False):
     x, denoised, ell, keys, per_model = ito_inputs(shape, dtype, m, stable_seed("ito", dtype, mode, m, shape))
+    if misalign:
+        x, denoised = misaligned(x), [misaligned(d) for d in denoised]
     temperature, log_weights, bias = (1.0, [0.0] * m, per_model) if mode == "and" else (0.7, per_model, [0.0] * m)
     out = run_ito(emulated, x, denoised, ell, keys, mode, temperature, log_weights, bias)
     expected = ito_reference.ito_step(x.double(), [d.double() for d in denoised], SIGMA, SIGMA_NEXT, ell.double(), keys,
