@@ -213,6 +213,12 @@ std::tuple<at::Tensor, at::Tensor> trace_step_cuda(const at::Tensor& x, at::Tens
   args.per_sample = ops.per_sample;
   args.out = ops.out.data_ptr();
   args.total_out = ops.total_out.data_ptr<double>();
+  const int64_t parts = trace_step_partition(ops.per_sample).parts;
+  at::Tensor workspace;
+  if (parts > 1) {
+    workspace = at::empty({ops.batch * parts}, ops.total.options());
+    args.workspace = workspace.data_ptr<double>();
+  }
   C10_CUDA_CHECK(launch_trace_step(args, launcher_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream()));
   return {ops.out, ops.total_out};
 }

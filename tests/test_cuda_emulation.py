@@ -36,7 +36,8 @@ SIGNATURES = {
     "emu_solver_step": [P, ctypes.c_double, P, F64P, I32, P, I32, U32P, U32P, U32P, F64P, I64, I64, I32, P],
     "emu_ito_workspace": [I64, I64, I32, I32],
     "emu_ito_step": [P, I32, I32, F64P, U32P, P, F64P, F64P, P, P, I64, I64, I32, P, P, P, P],
-    "emu_trace_step": [P, P, F64P, I32, P, I64, P, U32P, I32, P, F64P, I64, I64, I32, P, P],
+    "emu_trace_workspace": [I64, I64],
+    "emu_trace_step": [P, P, F64P, I32, P, I64, P, U32P, I32, P, F64P, I64, I64, I32, P, P, P],
 }
 CHEVRONS = re.compile(r"([A-Za-z_]\w*(?:<[^;{}()]*?>)?)<<<(.*?)>>>\(", re.S)
 
@@ -74,7 +75,7 @@ def emulated(tmp_path_factory) -> ctypes.CDLL:
     so = ctypes.CDLL(str(lib))
     for name, args in SIGNATURES.items():
         getattr(so, name).argtypes = args
-        getattr(so, name).restype = ctypes.c_int64 if name == "emu_ito_workspace" else ctypes.c_int
+        getattr(so, name).restype = ctypes.c_int64 if name.endswith("_workspace") else ctypes.c_int
     return so
 
 
@@ -255,10 +256,11 @@ TRACE_DOT_TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.float16: 2e-5,
 def run_trace(emulated, x, terms, a, coefs, u, keys, step, stage, kind, total, c, w):
     batch, per_sample = x.shape[0], x[0].numel()
     out, total_out = poisoned(x.shape, x.dtype), poisoned(total.shape, torch.float64)
+    workspace = poisoned((emulated.emu_trace_workspace(batch, per_sample),), torch.float64)
     err = emulated.emu_trace_step(ptr(x), ptr_array(terms), doubles(coefs), len(terms), ptr(u), u.shape[0],
                                   ptr(keys), words([step, stage]), int(kind == "gaussian"), ptr(total), doubles([a, c, w]),
                                   batch, per_sample, DTYPE_CODE[x.dtype], ptr(out),
-                                  ptr(total_out))
+                                  ptr(total_out), ptr(workspace))
     assert err == 0
     return out, total_out
 
@@ -276,12 +278,23 @@ def trace_operands(shape, dtype, probes, num_terms, seed):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["rademacher", "gaussian"])
 @pytest.mark.parametrize(("shape", "probes", "num_terms"),
-                         [((1, 1), 1, 0), ((3, 5), 2, 3), ((2, 1023), 1, 1), ((2, 3, 7, 11), 3, 8), ((2, 12289), 2, 2)],
-                         ids=str)
+                         [((1, 1), 1, 0), ((3, 5), 2, 3), ((2, 1023), 1, 1), ((2, 3, 7, 11), 3, 8), ((2, 12289), 2, 2),
+                          ((3, 8192), 1, 3)], ids=str)
 def test_trace_step(emulated, dtype, kind, shape, probes, num_terms):
-    """(2, 12289) spans several parts per sample."""
+    """(2, 12289) and (3, 8192) span several parts per sample; (3, 8192) takes the vector loads."""
+    check_trace(emulated, dtype, kind, shape, probes, num_terms)
+
+
+def test_trace_step_misaligned_buffers(emulated):
+    check_trace(emulated, torch.float32, "gaussian", (2, 8192), 2, 2, misalign=True)
+    check_trace(emulated, torch.bfloat16, "rademacher", (3, 400), 1, 1, misalign=True)
+
+
+def check_trace(emulated, dtype, kind, shape, probes, num_terms, misalign=False):
     x, terms, a, coefs, u, total, keys = trace_operands(shape, dtype, probes, num_terms,
                                                         stable_seed("trace", dtype, kind, shape))
+    if misalign:
+        x, u, terms = misaligned(x), misaligned(u), [misaligned(t) for t in terms]
     x_out, total_out = run_trace(emulated, x, terms, a, coefs, u, keys, 7, 1, kind, total, 0.25, -1.5)
     x64, u64, terms64 = x.double(), u.double(), [t.double() for t in terms]
     x_ref, total_ref = trace_reference.trace_step(x64, terms64, a, coefs, u64, keys, 7, 1, kind, total, 0.25, -1.5)
@@ -317,5 +330,5 @@ def test_bad_launch_arguments_are_refused(emulated):
     total = torch.zeros(2, dtype=torch.float64)
     err = emulated.emu_trace_step(ptr(x), ptr_array([]), doubles([]), -1, ptr(x), 1, ptr(keys),
                                   words([0, 0]), 0, ptr(total), doubles([1.0, 0.0, 1.0]), 2,
-                                  9, 0, ptr(out), ptr(total))
+                                  9, 0, ptr(out), ptr(total), None)
     assert err == 1

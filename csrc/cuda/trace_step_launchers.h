@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "../ito_weights.h"
 #include "launchers.h"
 
 namespace fastdiff {
@@ -32,12 +33,17 @@ struct TraceStepArgs {
   int64_t per_sample;
   void* out;
   double* total_out;
+  double* workspace;  // batch * trace_step_partition(per_sample).parts doubles; unused (may be null) for one part
 };
+
+// The kernel's parts of a sample: ranges of whole groups of four elements, at least kPartMin elements each and at
+// most kMaxParts (csrc/limits.h), as ito_step cuts its samples.
+inline ItoPartition trace_step_partition(int64_t per_sample) { return ito_partition(per_sample, 4); }
 
 // out = a x + sum_t coefs[t] terms[t]; total_out[b] = total[b] + c + w (1/probes) sum_p <u[p, b], v_p(b)>,
 // v_p(b) the probe of fastdiff.reference.trace_step: counter (e / 4, step, stage + 2^16 p, 1) under
-// keys[b], Rademacher (top bit of each Philox word) or Gaussian (Box-Muller). One block per sample,
-// a fixed-order tree reduction: deterministic, and independent of the batch around a sample.
+// keys[b], Rademacher (top bit of each Philox word) or Gaussian (Box-Muller). One block per part of a
+// sample, fixed-order reductions: deterministic, and independent of the batch around a sample.
 cudaError_t launch_trace_step(const TraceStepArgs& args, DType dtype, cudaStream_t cuda_stream);
 
 }  // namespace fastdiff

@@ -59,10 +59,16 @@ int emu_ito_step(const void* x, int models, int mode, const double* scalars, con
                                    kappa, nullptr);
 }
 
+// Doubles of workspace launch_trace_step needs.
+int64_t emu_trace_workspace(int64_t batch, int64_t per_sample) {
+  return batch * fastdiff::trace_step_partition(per_sample).parts;
+}
+
 // scalars: a, c, w; counter: step, stage.
 int emu_trace_step(const void* x, const void* const* terms, const double* coefs, int num_terms, const void* u,
                    int64_t probes, const int64_t* keys, const uint32_t* counter, int gaussian, const double* total,
-                   const double* scalars, int64_t batch, int64_t per_sample, int dtype, void* out, double* total_out) {
+                   const double* scalars, int64_t batch, int64_t per_sample, int dtype, void* out, double* total_out,
+                   double* workspace) {
   fastdiff::TraceStepArgs args{};
   args.x = x;
   args.a = scalars[0];
@@ -84,6 +90,7 @@ int emu_trace_step(const void* x, const void* const* terms, const double* coefs,
   args.per_sample = per_sample;
   args.out = out;
   args.total_out = total_out;
+  args.workspace = workspace;
   return fastdiff::launch_trace_step(args, static_cast<DType>(dtype), nullptr);
 }
 }
