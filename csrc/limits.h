@@ -14,7 +14,7 @@ constexpr int64_t kCounterWords = int64_t(1) << 32;  // a 32-bit counter word ta
 constexpr uint32_t kProbeStride = 1u << 16;  // PROBE_STRIDE: probe p of stage s has third word s + kProbeStride p
 
 // Kernel limits.
-constexpr int kMaxDraws = 4;     // MAX_DRAWS: counter draws inside one fused solver step
+constexpr int kMaxDraws = 64;    // MAX_DRAWS: counter draws inside one fused solver step
 constexpr int kMaxTerms = 8;     // MAX_TERMS: stage tensors per kernel pass
 constexpr int kMaxModels = 8;    // MAX_MODELS: denoised tensors of one ito_step
 constexpr int64_t kPartMin = 4096;  // PART_MIN: elements of an ito_step part at least

@@ -15,6 +15,7 @@ from fastdiff.backends import BACKENDS
 from fastdiff.dtypes import working_dtype
 from fastdiff.finite_watch import FiniteWatch
 from fastdiff.noise import SamplerNoise, device_keys, sample_seeds
+from fastdiff.ops.brownian import BrownianNoise, BrownianTreeNoiseSampler
 from fastdiff.ops.philox import CounterNoise
 from fastdiff.progress import progress_bar
 from fastdiff.solvers import StepContext, make_solver
@@ -81,6 +82,24 @@ class Schedule(Protocol):
         """`evaluate(x, sigma)` answered at the model time of sigma."""
 
 
+NOISE_KINDS = ("counter", "brownian")
+
+
+def noise_source(noise: str, noise_sampler: object, seed: object, x: torch.Tensor, backend: str):
+    """The noise of a stochastic run: a user's noise_sampler (a fastdiff `BrownianTreeNoiseSampler` runs fused), else
+    the seed's counter stream (`noise="counter"`) or Brownian paths (`noise="brownian"`)."""
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    if noise_sampler is not None:
+        if noise != "counter":
+            raise ValueError(f"give either noise={noise!r} or a noise_sampler, not both")
+        if isinstance(noise_sampler, BrownianTreeNoiseSampler) and noise_sampler.shape == tuple(x.shape):
+            return noise_sampler.source
+        return SamplerNoise(noise_sampler)
+    kind = BrownianNoise if noise == "brownian" else CounterNoise
+    return kind.from_seed(seed, x.shape[0], x.device, backend)
+
+
 def sample(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -89,6 +108,7 @@ def sample(
     *,
     seed: int | Sequence[int] | None = None,
     noise_sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    noise: str = "counter",
     backend: str = "auto",
     callback: Callable[[dict], None] | None = None,
     progress: bool | None = False,
@@ -107,6 +127,9 @@ def sample(
     counter stream keyed by `seed` (int: per-sample seeds derived from it; list: one per sample;
     an int64 `[B]` tensor on x's device: the per-sample seeds, read in the kernels without a host
     sync; None: drawn from torch's global generator) unless `noise_sampler(sigma, sigma_next)` is given.
+    `noise="brownian"` makes the seed's noise one Brownian path per sample (`fastdiff.ops.brownian`, docs/ALGORITHMS.md
+    section 15): a draw depends only on its sigma interval, so changing the step count changes the sample gradually;
+    same kernels, no host sync. A `fastdiff.sampling.BrownianTreeNoiseSampler` given as `noise_sampler` is that path.
 
     Under torch.compile or CUDA graph capture pass `sigmas` as a list of floats (a tensor grid
     is read to the host once) and seeds as an int or a device tensor.
@@ -135,20 +158,22 @@ def sample(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable with a dict, got {type(callback).__name__}")
     rule = make_solver(solver, **solver_options)
-    noise = None
-    if noise_sampler is not None:
-        noise = SamplerNoise(noise_sampler)
-    elif rule.stochastic:
-        noise = CounterNoise.from_seed(seed, x.shape[0], x.device, backend)
+    source = None
+    if rule.stochastic or noise_sampler is not None:
+        source = noise_source(noise, noise_sampler, seed, x, backend)
+    elif noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
     elif seed is not None and device_keys(seed, x.shape[0], x.device) is None:
         sample_seeds(seed, x.shape[0])  # validated even when unused, so a bad seed list never passes silently
+    if isinstance(noise_sampler, BrownianTreeNoiseSampler):
+        noise_sampler.check_range(host_grid)
     watch = FiniteWatch() if check_finite else None
     evaluate = DenoiserCall(denoiser, x.dtype, extra_args, watch)
     answer = evaluate if schedule is None else schedule.at_model_times(evaluate)
     ctx = StepContext(
         sigmas=host_grid,
         sigmas_tensor=grid.to(work_dtype),
-        noise=noise,
+        noise=source,
         backend=backend,
     )
     bar = progress_bar(len(ctx.sigmas) - 1, progress, desc=f"fastdiff {solver}")

@@ -20,6 +20,8 @@ STREAM_SOLVER = 0
 STREAM_PROBE = 1
 STREAM_INITIAL = 2  # initial noise x_T of fastdiff.train.sample_distributed
 STREAM_TRAIN = 3  # training-loss noise (fastdiff.train.draws)
+STREAM_BROWNIAN = 4  # the Brownian tree's node Gaussians: counter (e // 4, node, 0, stream) (fastdiff.brownian_tree)
+STREAM_BRIDGE = 5  # the Brownian tree's bridge values inside a leaf: counter (e // 4, leaf, position, stream)
 # The counter's element word is 32 bits wide and counts groups of four elements: elements per sample at most.
 MAX_NUMEL = 4 << 32
 # Hutchinson probes: the third counter word is stage + PROBE_STRIDE * probe, so stage and probe are below PROBE_STRIDE.
@@ -105,6 +107,11 @@ class NoiseSource:
 
     def draw(self, like: torch.Tensor, step: int, stage: int, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def terms(self, request: object) -> list[tuple[float, object]] | None:
+        """The noise of a `fastdiff.ops.solver_step.NoiseDraw` as a weighted sum of other draws, [(weight, draw)], which
+        the fused step generates in place (the Brownian tree's node Gaussians); None: the request is drawn as it is."""
+        return None
 
 
 def _as_tensor(sigma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:

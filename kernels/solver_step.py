@@ -7,7 +7,8 @@ float64 tensors. The normals are generated in registers, one Philox block per gr
 per draw. The sum runs in float32 (float64 for float64 tensors); float16/bfloat16 are loaded and
 stored in their type. One launch takes up to MAX_TERMS stage tensors and MAX_DRAWS draws
 (`fastdiff.kernels.limits`); further stage tensors are added by passes over the output with a = 1. Terms and
-draws with a zero coefficient are skipped, as in the reference: they cost nothing and never propagate NaN.
+draws with a zero coefficient are skipped, as in the reference: they cost nothing and never propagate NaN (the
+padding draws of `_compiled_draw_count` multiply a finite normal by 0).
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def _solver_step_kernel(
     tl.store(out_ptr + offs, round_to(acc, out_ptr.dtype.element_ty), mask=mask)
 
 
+def _compiled_draw_count(count: int) -> int:
+    """Draws per launch rounded up (to a multiple of 16 beyond 4) with zero-coefficient draws, so that the varying
+    draw counts of Brownian increments compile a handful of kernels, not one per count."""
+    return count if count <= 4 else -(-count // 16) * 16
+
+
 def float_bits(value: float) -> int:
     """The float64 bit pattern of `value` as a signed 64-bit int. Triton passes Python floats as float32
     (the interpreter has no float64 scalars at all), so coefficients travel as bits."""
@@ -88,8 +95,9 @@ def solver_step(
     (`fastdiff.ops.solver_step` checks the arguments)."""
     x, (ks, bs) = x.contiguous(), nonzero_terms(ks, bs)
     kept = [(draw, c) for draw, c in zip(draws, cs, strict=True) if c != 0.0]
+    assert len(kept) <= MAX_DRAWS
+    kept += [((0, 0, 0), 0.0)] * (_compiled_draw_count(len(kept)) - len(kept))
     draw_args = tuple((step, stage, stream, float_bits(c)) for (step, stage, stream), c in kept)
-    assert len(draw_args) <= MAX_DRAWS
     keys = None if keys is None else keys.contiguous()
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     if x.numel() == 0:

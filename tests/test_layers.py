@@ -4,7 +4,7 @@
         -> ops -> {reference, kernels, _C}
 
 with the leaves (noise, grids, flow_time, validation, dtypes, progress, finite_watch, backends, _extension, srk_coefficients,
-gaussian_law) importing no other layer. Every import counts, also one inside a function; a module's import of its
+gaussian_law, brownian_tree) importing no other layer. Every import counts, also one inside a function; a module's import of its
 own parent package (which Python runs first anyway) does not. And the walk over a grid is written once: only
 `fastdiff/stepping.py` runs a step rule's generator.
 """
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LEAVES = {
     "noise", "grids", "flow_time", "validation", "dtypes", "progress", "finite_watch", "backends", "_extension",
     "srk_coefficients",
-    "gaussian_law",
+    "gaussian_law", "brownian_tree",
 }
 LAYERS = {"leaf": 0, "oracle": 1, "ops": 2, "solvers": 3, "driver": 4, "api": 5, "package": 6}
 

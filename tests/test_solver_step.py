@@ -19,7 +19,7 @@ from poison import poisoned_outputs, stable_seed
 import fastdiff
 from fastdiff.backends import triton_interpreted
 from fastdiff.ops.philox import CounterNoise
-from fastdiff.ops.solver_step import NoiseDraw, solver_step
+from fastdiff.ops.solver_step import MAX_DRAWS, NoiseDraw, solver_step
 from fastdiff.reference import philox as philox_reference
 from fastdiff.reference import solver_step as reference
 
@@ -203,13 +203,14 @@ def test_fused_noise_on_strided_and_channels_last_inputs(backend, device, dtype)
 
 @parametrize_backends
 def test_more_draws_than_a_kernel_takes(backend, device):
-    """Draws beyond MAX_DRAWS, or from a second stream of other keys, are materialized: same result."""
+    """Draws beyond MAX_DRAWS take further fused passes, draws from a second stream of other keys are materialized:
+    same result."""
     g = torch.Generator().manual_seed(12)
     x = fresh((2, 33), torch.float64, device, g)
     source = CounterNoise([1, 2], torch.device(device))
     other = CounterNoise([3, 4], torch.device(device))
-    draws = draws_for(source, 6)
-    cs = coefficients(6, g)
+    draws = draws_for(source, MAX_DRAWS + 6)
+    cs = coefficients(MAX_DRAWS + 6, g)
     out = solver_step(x, [], 1.0, [], noise=list(zip(cs, draws, strict=True)), backend=backend)
     torch.testing.assert_close(out.cpu(), exact_with_noise(x, [], 1.0, [], source, draws, cs), rtol=1e-12, atol=1e-12)
     mixed = solver_step(x, [], 1.0, [], noise=[(0.5, draws[0]), (0.5, draws_for(other, 1)[0])], backend=backend)
@@ -350,8 +351,8 @@ class TestCompiledOp:
             self.op(x, [], 1.0, [], keys.int(), [0, 0, 0], [1.0])
         with pytest.raises(ValueError, match="32-bit"):
             self.op(x, [], 1.0, [], keys, [0, -1, 0], [1.0])
-        with pytest.raises(ValueError, match="at most 4"):
-            self.op(x, [], 1.0, [], keys, [0, 0, 0] * 5, [1.0] * 5)
+        with pytest.raises(ValueError, match=f"at most {MAX_DRAWS}"):
+            self.op(x, [], 1.0, [], keys, [0, 0, 0] * (MAX_DRAWS + 1), [1.0] * (MAX_DRAWS + 1))
         with pytest.raises(TypeError, match="x must be"):
             self.op(x.int(), [], 1.0, [], None, [], [])
 

@@ -93,9 +93,10 @@ __device__ __forceinline__ void step_group(int64_t i, const T* x, acc_t a, const
   }
   if (draws.count > 0) {
     const uint64_t seed = static_cast<uint64_t>(keys[b]);
-#pragma unroll
-    for (int d = 0; d < kMaxDraws; ++d) {
-      if (d == draws.count) break;
+    // A runtime loop: `draws` is a __grid_constant__ parameter, read in place by index (a Brownian increment
+    // brings up to kMaxDraws draws; unrolling them all would only grow the code).
+#pragma unroll 1
+    for (int d = 0; d < draws.count; ++d) {
       const PhiloxWords w = philox4x32_10(static_cast<uint32_t>(g), draws.step[d], draws.stage[d], draws.stream[d],
                                           static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
       box_muller(w, v);
@@ -109,7 +110,8 @@ __device__ __forceinline__ void step_group(int64_t i, const T* x, acc_t a, const
 
 template <bool VEC, typename T, typename acc_t>
 __global__ void solver_step_kernel(const T* x, acc_t a, Terms<T, acc_t> terms, const int64_t* keys,
-                                   NoiseDraws draws, int64_t per_sample, int64_t groups, int64_t total, T* out) {
+                                   const __grid_constant__ NoiseDraws draws, int64_t per_sample, int64_t groups,
+                                   int64_t total, T* out) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     step_group<VEC>(i, x, a, terms, keys, draws, per_sample, groups, out);

@@ -43,13 +43,19 @@ _MASK32 = 0xFFFFFFFF
 class NoiseDraw:
     """Request for the standard normals of (step, stage) from a noise source; (sigma, sigma_next)
     is the interval a user noise_sampler is called with (grid entries as tensors, other ends as
-    host floats, made tensors only when a noise_sampler needs them)."""
+    host floats, made tensors only when a noise_sampler needs them), `interval` the same ends as host floats
+    where the caller has them (a Brownian tree reads them; None: read from sigma and sigma_next)."""
 
     source: object  # fastdiff.noise.NoiseSource
     step: int
     stage: int
     sigma: torch.Tensor | float
     sigma_next: torch.Tensor | float
+    interval: tuple[float, float] | None = None
+
+    def host_interval(self) -> tuple[float, float]:
+        """(sigma, sigma_next) as host floats (a device tensor end is read to the host: a sync)."""
+        return self.interval if self.interval is not None else (float(self.sigma), float(self.sigma_next))
 
     def materialize(self, like: torch.Tensor) -> torch.Tensor:
         return self.source.draw(like, self.step, self.stage, self.sigma, self.sigma_next)
@@ -118,25 +124,45 @@ def solver_step(
     cs = [host_float(c, f"noise[{j}] coefficient", "solver_step") for j, (c, _) in enumerate(noise)]
     chosen = resolve_backend(backend, x.device, SUPPORTED_BACKENDS)
     ks, bs = list(ks), [float(b) for b in bs]
-    keys, draws, draw_cs = None, [], []
-    for c, (_, draw) in zip(cs, noise, strict=True):
-        if c == 0.0:
-            continue
+    keys, draws = None, {}
+    for c, draw in _expanded([(c, draw) for c, (_, draw) in zip(cs, noise, strict=True) if c != 0.0]):
         source = draw.source
-        fused = isinstance(source, CounterNoise) and len(draws) < MAX_DRAWS and (keys is None or source.keys is keys)
-        if fused:
+        if isinstance(source, CounterNoise) and (keys is None or source.keys is keys):
             keys = source.keys
             _check_keys(keys, x)
-            draws.append((draw.step & _MASK32, draw.stage & _MASK32, source.stream & _MASK32))
-            draw_cs.append(c)
+            word = (draw.step & _MASK32, draw.stage & _MASK32, source.stream & _MASK32)
+            draws[word] = draws.get(word, 0.0) + c
         else:
             ks.append(draw.materialize(x))
             bs.append(c)
+    passes = _draw_passes(list(draws.items()))
+    out = _fused_pass(x, ks, float(a), bs, keys, passes[0], chosen)
+    for later in passes[1:]:
+        out = _fused_pass(out, [], 1.0, [], keys, later, chosen)
+    return out
+
+
+def _expanded(noise: list[tuple[float, NoiseDraw]]) -> list[tuple[float, NoiseDraw]]:
+    """Each noise term, or the weighted draws its source expands it into (`NoiseSource.terms`), weights multiplied."""
+    out = []
+    for c, draw in noise:
+        terms = draw.source.terms(draw)
+        out.extend([(c, draw)] if terms is None else [(c * w, d) for w, d in terms])
+    return out
+
+
+def _draw_passes(draws: list[tuple[tuple[int, int, int], float]]) -> list[list[tuple[tuple[int, int, int], float]]]:
+    """Counter draws in launches of at most MAX_DRAWS (one launch when there are none)."""
+    return [draws[i : i + MAX_DRAWS] for i in range(0, len(draws), MAX_DRAWS)] or [[]]
+
+
+def _fused_pass(x, ks, a: float, bs, keys, draws, chosen: str) -> torch.Tensor:
+    """One fused launch: `a x + sum_i b_i k_i + sum_d c_d z_d` with draws [((step, stage, stream), c_d)]."""
+    words, draw_cs = [w for word, _ in draws for w in word], [c for _, c in draws]
     if chosen == "reference":
-        return reference.solver_step(x, ks, float(a), bs, keys, draws, draw_cs)
-    words = [w for draw in draws for w in draw]
+        return reference.solver_step(x, ks, a, bs, keys, [word for word, _ in draws], draw_cs)
     op = torch.ops.fastdiff.solver_step_triton if chosen == "triton" else torch.ops.fastdiff.solver_step
-    return op(x, ks, float(a), bs, keys, words, draw_cs)
+    return op(x, ks, a, bs, keys if draws else None, words, draw_cs)
 
 
 @torch.library.custom_op("fastdiff::solver_step_triton", mutates_args=())

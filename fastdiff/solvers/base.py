@@ -50,7 +50,8 @@ class StepContext:
         # grid entries are views (no copy); sub-interval ends stay host floats until a noise_sampler needs them
         s = self.sigmas_tensor[i] if sigma is None else sigma
         s_next = self.sigmas_tensor[i + 1] if sigma_next is None else sigma_next
-        return NoiseDraw(self.noise, i, stage, s, s_next)
+        host = (self.sigmas[i] if sigma is None else sigma, self.sigmas[i + 1] if sigma_next is None else sigma_next)
+        return NoiseDraw(self.noise, i, stage, s, s_next, tuple(float(end) for end in host))
 
 
 @dataclass(frozen=True)

@@ -54,13 +54,13 @@ class SRK(CoupledNoiseSolver):
             yield self._start_update(ctx, i, x, k, denoised)
             return
         D_prev, lambda_prev = self.previous
-        z1, z2 = step_draws(ctx, i)
+        lambda_stage = -math.log(sigma) + theta * h
+        z1, z2 = step_draws(ctx, i, math.exp(-lambda_stage))
         N_std = sigma * math.sqrt(k.stage_var)  # N = N_std z1
         R_std = sigma_next * math.sqrt(k.rest_var if self.coupled else k.phi0)  # R = R_std z2
         carry = k.noise_carry if self.coupled else 0.0  # x' takes e^{-2(1-theta)h} N
         # x~ = e^{-2 theta h} x + (1 - e^{-2 theta h}) D_prev + N
         x_stage = solver_step(x, [D_prev], k.stage_decay, [k.stage_rise], noise=[(N_std, z1)], backend=ctx.backend)
-        lambda_stage = -math.log(sigma) + theta * h
         D_stage = yield Evaluation(x_stage, math.exp(-lambda_stage))
         gain = k.slope / (lambda_stage - lambda_prev)  # x' gains Phi0 (1/2 - theta) h (D~ - D_prev)/(lambda~ - lambda_prev)
         if ctx.noise.replayable:  # regenerate z1 in the kernel: reads x, D~, D_prev only

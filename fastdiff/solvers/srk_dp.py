@@ -27,7 +27,7 @@ class SRKData(CoupledNoiseSolver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         D = yield Evaluation(x, sigma)
         k = data_form(math.log(sigma / sigma_next))
-        z1, z2 = step_draws(ctx, i)
+        z1, z2 = step_draws(ctx, i, math.sqrt(sigma * sigma_next))  # correlated Gaussians, not a split in time
         stage_decay, stage_rise = ou_decay(k.c * k.h)  # e^{-2ch}, 1 - e^{-2ch}
         B_xi2 = k.B * k.noise.stage_scale  # B xi2 = B_xi2 sigma' z2 (variances in units of sigma'^2)
         xi1_z1, xi1_z2 = k.noise.update_scales(self.coupled)  # xi1 = (xi1_z1 z1 + xi1_z2 z2) sigma'

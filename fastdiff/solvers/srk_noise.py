@@ -1,30 +1,28 @@
-"""The two standard normals of an SRK step: z1 (stage 0) and z2 (stage 1) of step i.
+"""The two standard normals of an SRK step, each requested over its own part (sigma, s) and (s, sigma') of the step.
 
-From the counter stream they are the Gaussians of (step i, stage 0) and (step i, stage 1). A user
-`noise_sampler(sigma, sigma_next)` is called once for each, on the two disjoint halves of the step,
-(sigma, sigma_mid) for z1 and (sigma_mid, sigma') for z2 with sigma_mid = sqrt(sigma sigma') the
-geometric mean: a Brownian-tree sampler (the same noise for the same interval) then gives independent
-z1, z2, and a sampler returning fresh noise on every call works as well. Each Gaussian enters exactly
-one `solver_step` call (the update reuses z2 through the stage point), so neither is ever drawn twice.
-`CoupledNoiseSolver` is the base of the rules whose stage noise is coupled to the step's noise (`coupled`).
+From the counter stream they are the Gaussians of (step i, stage 0) and (step i, stage 1). `srk` splits the step at
+its stage point sigma~, so z1 is the noise of (sigma, sigma~) and z2 that of (sigma~, sigma'). `srk_dp` and
+`srk_score` couple two correlated Gaussians rather than split the step in time (their stage point may lie past
+sigma'), and split at the geometric mean s = sqrt(sigma sigma'). A user `noise_sampler(sigma, sigma_next)` is called
+with those intervals, and Brownian noise (`noise="brownian"`) draws the increments of one path there, so a coarse
+step's noise is close to the fine steps' noise over the same sigmas; a sampler returning fresh noise on every call
+works as well. Each Gaussian enters exactly one `solver_step` call (the update reuses z1 through the stage point), so
+neither is drawn twice. `CoupledNoiseSolver` is the base of the rules whose stage noise is coupled to the step's noise.
 """
 
 from __future__ import annotations
-
-import math
 
 from fastdiff.ops.solver_step import NoiseDraw
 from fastdiff.solvers.base import Solver, StepContext
 from fastdiff.validation import check_flag
 
 
-def step_draws(ctx: StepContext, i: int) -> tuple[NoiseDraw, NoiseDraw]:
-    """(z1, z2) requests for step i, which must end at a positive sigma'."""
+def step_draws(ctx: StepContext, i: int, split: float) -> tuple[NoiseDraw, NoiseDraw]:
+    """(z1, z2) requests for step i over (sigma, split) and (split, sigma'), sigma' < split < sigma."""
     sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-    sigma_mid = math.sqrt(sigma * sigma_next)
     return (
-        ctx.draw(i, stage=0, sigma=sigma, sigma_next=sigma_mid),
-        ctx.draw(i, stage=1, sigma=sigma_mid, sigma_next=sigma_next),
+        ctx.draw(i, stage=0, sigma=sigma, sigma_next=split),
+        ctx.draw(i, stage=1, sigma=split, sigma_next=sigma_next),
     )
 
 

@@ -38,7 +38,7 @@ class SRKScore(CoupledNoiseSolver):
         ch = k.c * k.h
         alpha_stage = alpha * math.exp(ch)  # alpha~ = alpha e^{ch}
         sigma_stage = math.sqrt(sigma**2 * math.exp(-2.0 * ch) + math.expm1(-2.0 * ch))  # 1 + sigma~^2 = 1/alpha~^2
-        z1, z2 = step_draws(ctx, i)
+        z1, z2 = step_draws(ctx, i, math.sqrt(sigma * sigma_next))  # correlated Gaussians, not a split in time
         b_stage = 2.0 * ch / (alpha * sigma**2 * alpha_stage)
         a_stage = (1.0 + ch) * alpha / alpha_stage - b_stage
         B_xi2 = k.B * k.noise.stage_scale / alpha_stage  # B xi2/alpha~ = B_xi2 z2
