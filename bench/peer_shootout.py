@@ -1,0 +1,568 @@
+"""Regenerate bench/SHOOTOUT.md, bench/shootout.png and bench/results/shootout.json: every fastdiff sampler (each name
+in `fastdiff.SOLVERS`, read at run time) against ComfyUI's and diffusers' samplers (bench/shootout_peers.py, the peers'
+own installed code, default options) on exact targets, at equal counted numbers of network evaluations (NFE).
+
+Targets (float64), "tuning" and "held-out" (no fastdiff choice was made on a held-out target):
+- Gaussians N(mu, Sigma), 1-D and 8-D (unequal eigenvalues, rotated; a second 8-D one with another spectrum is held
+  out): stochastic samplers by KL(output law || target), the output law exact (`fastdiff.gaussian_law.
+  exact_output_law`, the sampler's noise as impulses through its noise_sampler); deterministic samplers by the RMSE to
+  the exact ODE map over a fixed batch of starts (`GaussianMixture.ode_solution` / `flow_ode_solution`).
+- Gaussian mixtures, 2-D with five components (tuning) and 8-D with six unequal full covariances (held out):
+  stochastic samplers by the energy distance of SAMPLES outputs to SAMPLES exact draws (`fastdiff.metrics.
+  energy_distance`; its Monte Carlo floor, exact vs exact, is measured and stated); deterministic samplers by the RMSE
+  to the exact ODE map (`flow_ode_solution`, RK4 reference; the VE probability-flow ODE is the same ODE in
+  x_t = x / (1 + sigma), t = sigma / (1 + sigma)).
+- Every target again as a rectified-flow model (all held out): the exact velocity, fastdiff through `FlowDenoiser` on
+  `get_sigmas("flow", n, shift=3)` from t = 1, ComfyUI in its CONST coordinates, diffusers on its flow grids.
+Grids: VE Karras (rho 7) and log-SNR from 80 to 0.002 (`fastdiff.get_sigmas`), start N(0, 80^2 I); flow: unit noise.
+NFE: a call counter around the model on every sampler; a sampler runs with the most steps whose counted NFE does not
+exceed the column's NFE (the table shows its true NFE when it differs). Noise: through each sampler's noise_sampler,
+the impulses for the exact law, else torch.randn from a generator with the same seed for every sampler.
+
+    python bench/peer_shootout.py [--quick] [--targets gauss_1d mix_2d_flow] [--nfe 8 16] [--samplers euler comfy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from shootout_peers import COMFY_SKIPPED, SIGMA_MAX, SIGMA_MIN, Sampler, peer_samplers  # noqa: E402
+
+import fastdiff  # noqa: E402
+from fastdiff.gaussian_law import exact_output_law, gaussian_kl  # noqa: E402
+from fastdiff.metrics import energy_distance  # noqa: E402
+from fastdiff.models import FlowDenoiser  # noqa: E402
+from fastdiff.solvers import make_solver  # noqa: E402
+from fastdiff.toy import GaussianMixture  # noqa: E402
+
+F64 = torch.float64
+NFES = (4, 6, 8, 10, 12, 16, 24, 32, 64)
+VE_GRIDS = ("karras", "logsnr")
+SAMPLES = 1024  # Monte Carlo samples per mixture run (energy distance)
+ODE_POINTS = 128  # starts per ODE run
+RK4_STEPS = 1024  # steps of the mixtures' reference ODE map (flow_ode_solution)
+SEED_START, SEED_NOISE, SEED_EXACT, SEED_ODE = 0, 1, 2, 3
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+# ----------------------------------------------------------------- targets
+def _rotated(eigenvalues: torch.Tensor, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=g, dtype=F64))[0]
+    cov = q @ torch.diag(eigenvalues) @ q.T
+    return 0.5 * (cov + cov.T)
+
+
+def gauss_1d() -> GaussianMixture:
+    return GaussianMixture.gaussian(torch.tensor([0.7], dtype=F64), 0.5)
+
+
+def gauss_8d() -> GaussianMixture:
+    """Eigenvalues log-spaced from 0.01 to 2, a random rotation, mean N(0, 0.5^2 I)."""
+    mean = 0.5 * torch.randn(8, generator=torch.Generator().manual_seed(80), dtype=F64)
+    return GaussianMixture.gaussian(mean, _rotated(torch.logspace(-2, math.log10(2.0), 8, dtype=F64), 81))
+
+
+def gauss_8d_b() -> GaussianMixture:
+    """Held out: eigenvalues log-spaced from 0.001 to 9 (another spectrum), another rotation and mean."""
+    mean = torch.randn(8, generator=torch.Generator().manual_seed(90), dtype=F64)
+    return GaussianMixture.gaussian(mean, _rotated(torch.logspace(-3, math.log10(9.0), 8, dtype=F64), 91))
+
+
+def mix_2d() -> GaussianMixture:
+    """Five isotropic 2-D components on a pentagon of radius 2, stds 0.15 to 0.55, unequal weights."""
+    angles = 2 * math.pi * torch.arange(5, dtype=F64) / 5
+    means = 2.0 * torch.stack([angles.cos(), angles.sin()], dim=-1)
+    return GaussianMixture(means, stds=torch.linspace(0.15, 0.55, 5, dtype=F64), weights=torch.arange(1, 6, dtype=F64))
+
+
+def mix_8d() -> GaussianMixture:
+    """Held out: six 8-D components, means N(0, 1.5^2 I), eigenvalues log-uniform in [0.005, 1] under random rotations
+    (unequal full covariances), weights 1 + U(0, 2)."""
+    g = torch.Generator().manual_seed(8)
+    k, d = 6, 8
+    means = 1.5 * torch.randn(k, d, generator=g, dtype=F64)
+    lam = torch.exp(math.log(0.005) + math.log(200.0) * torch.rand(k, d, generator=g, dtype=F64))
+    covs = torch.stack([_rotated(lam[i], 100 + i) for i in range(k)])
+    return GaussianMixture(means, covs=covs, weights=1 + 2 * torch.rand(k, generator=g, dtype=F64))
+
+
+BASE_TARGETS: dict[str, tuple[Callable[[], GaussianMixture], str]] = {
+    "gauss_1d": (gauss_1d, "tuning"),
+    "gauss_8d": (gauss_8d, "tuning"),
+    "mix_2d": (mix_2d, "tuning"),
+    "gauss_8d_b": (gauss_8d_b, "held-out"),
+    "mix_8d": (mix_8d, "held-out"),
+}
+TARGETS = {**{n: (f, r, False) for n, (f, r) in BASE_TARGETS.items()},
+           **{f"{n}_flow": (f, "held-out", True) for n, (f, _) in BASE_TARGETS.items()}}
+
+
+# ----------------------------------------------------------------- one target on one grid family
+class Counter:
+    """Counts the calls of the model functions a sampler is given (one call = one NFE, whatever the batch)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def wrap(self, fn: Callable) -> Callable:
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+
+@dataclass
+class Problem:
+    """A target on one grid family: the counted exact model in VE (`denoiser`) and flow (`velocity`) form."""
+
+    gm: GaussianMixture
+    kind: str  # "karras", "logsnr" or "flow"
+    counter: Counter = field(default_factory=Counter)
+
+    @property
+    def flow(self) -> bool:
+        return self.kind == "flow"
+
+    def grid(self, steps: int) -> torch.Tensor:
+        if self.flow:
+            return fastdiff.get_sigmas("flow", steps, shift=3.0)
+        return fastdiff.get_sigmas(self.kind, steps, SIGMA_MIN, SIGMA_MAX)
+
+    def denoiser(self, x, sigma):
+        return self.counter.wrap(self.gm.denoiser)(x, sigma)
+
+    def velocity(self, x_t, t):
+        return self.counter.wrap(self.gm.flow_velocity)(x_t, t)
+
+    def start(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        z = torch.randn(n, self.gm.dim, generator=generator, dtype=F64)
+        return z if self.flow else SIGMA_MAX * z
+
+    def ode_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact ODE map of starts x to the data (t = 0)."""
+        if self.flow:
+            return self.gm.flow_ode_solution(x, 1.0, 0.0, steps=RK4_STEPS)
+        if self.gm.n_components == 1 or self.gm.dim == 1:
+            return self.gm.ode_solution(x, SIGMA_MAX, 0.0)
+        t0 = SIGMA_MAX / (1 + SIGMA_MAX)
+        return self.gm.flow_ode_solution(x / (1 + SIGMA_MAX), t0, 0.0, steps=RK4_STEPS)
+
+
+def fastdiff_sampler(name: str) -> Sampler:
+    stochastic = make_solver(name).stochastic  # declared by the instance, from its default options
+
+    def run(problem, x, steps, noise_sampler):
+        model = FlowDenoiser(problem.velocity) if problem.flow else problem.denoiser
+        noise = {"noise_sampler": noise_sampler} if stochastic else {}
+        return fastdiff.sample(model, x, problem.grid(steps), name, **noise)
+
+    return Sampler(name, "fastdiff", run, stochastic)
+
+
+def _randn_sampler(shape: tuple[int, int], seed: int) -> Callable:
+    g = torch.Generator().manual_seed(seed)
+    return lambda sigma, sigma_next: torch.randn(shape, generator=g, dtype=F64)
+
+
+class Runner:
+    """Step counts per NFE (dry runs, cached per sampler and grid family) and whether a peer draws noise."""
+
+    def __init__(self):
+        self._nfe: dict[tuple[str, str, int], int] = {}
+        self._stochastic: dict[str, bool] = {}
+        self._tiny = {kind: Problem(gauss_1d(), kind) for kind in (*VE_GRIDS, "flow")}
+
+    def counted_run(self, sampler: Sampler, problem: Problem, x: torch.Tensor, steps: int, noise_sampler) -> tuple:
+        problem.counter.calls = 0
+        out = sampler.run(problem, x, steps, noise_sampler)
+        return out.to(F64), problem.counter.calls
+
+    def _dry_run(self, sampler: Sampler, kind: str, steps: int) -> tuple[int, int]:
+        """(counted NFE, noise_sampler calls) of a run on a one-sample 1-D Gaussian."""
+        p, draws = self._tiny[kind], []
+
+        def noise(sigma, sigma_next):
+            draws.append(1)
+            return torch.zeros(1, 1, dtype=F64)
+
+        _, nfe = self.counted_run(sampler, p, p.start(1, torch.Generator().manual_seed(0)), steps, noise)
+        return nfe, len(draws)
+
+    def nfe_of(self, sampler: Sampler, kind: str, steps: int) -> int:
+        key = (sampler.label, kind, steps)
+        if key not in self._nfe:
+            self._nfe[key] = self._dry_run(sampler, kind, steps)[0]
+        return self._nfe[key]
+
+    def stochastic(self, sampler: Sampler) -> bool:
+        """fastdiff: the solver's declaration; peers: whether a run of 8 steps draws from its noise_sampler."""
+        if sampler.library == "fastdiff":
+            return sampler.takes_noise
+        if sampler.label not in self._stochastic:
+            try:
+                self._stochastic[sampler.label] = self._dry_run(sampler, "karras", 8)[1] > 0
+            except Exception:  # it fails in every run too, where the failure is recorded
+                self._stochastic[sampler.label] = sampler.takes_noise
+        return self._stochastic[sampler.label]
+
+    def steps_for(self, sampler: Sampler, kind: str, nfe: int) -> int | None:
+        """The most steps whose counted NFE is <= nfe (None if one step is already more)."""
+        if self.nfe_of(sampler, kind, 1) > nfe:
+            return None
+        per_step = max(self.nfe_of(sampler, kind, 4) / 4, 0.5)
+        n = max(1, int(nfe / per_step))
+        while n > 1 and self.nfe_of(sampler, kind, n) > nfe:
+            n -= 1
+        while self.nfe_of(sampler, kind, n + 1) <= nfe:
+            n += 1
+        return n
+
+
+@dataclass
+class Result:
+    target: str
+    role: str
+    grid: str
+    kind: str  # "sde" or "ode"
+    library: str
+    sampler: str
+    nfe_asked: int
+    nfe: int | None
+    metric: str
+    error: float | None
+    note: str = ""
+    seconds: float = 0.0
+
+
+class TargetRun:
+    """One target on one grid family: the fixed starts, exact samples and ODE references, the metric per sampler."""
+
+    _ode_refs: dict[tuple[str, bool, int], tuple[torch.Tensor, torch.Tensor]] = {}  # the VE grids share one map
+
+    def __init__(self, name: str, kind: str, samples: int, ode_points: int):
+        make, self.role, _ = TARGETS[name]
+        self.name, self.problem = name, Problem(make(), kind)
+        gm = self.problem.gm
+        self.exact_law = gm.n_components == 1
+        self.samples = samples
+        key = (name, self.problem.flow, ode_points)
+        if key not in self._ode_refs:
+            x = self.problem.start(ode_points, torch.Generator().manual_seed(SEED_ODE))
+            self._ode_refs[key] = (x, self.problem.ode_map(x))
+        self.ode_x, self.ode_ref = self._ode_refs[key]
+        self.floor = None
+        if not self.exact_law:
+            self.mc_x = self.problem.start(samples, torch.Generator().manual_seed(SEED_START))
+            self.exact = gm.sample(samples, torch.Generator().manual_seed(SEED_EXACT))
+            other = [gm.sample(samples, torch.Generator().manual_seed(SEED_EXACT + 100 + i)) for i in range(3)]
+            self.floor = sum(energy_distance(o, self.exact) for o in other) / len(other)
+
+    def measure(self, runner: Runner, sampler: Sampler, stochastic: bool, steps: int) -> tuple[float, int, str]:
+        p, gm = self.problem, self.problem.gm
+        if not stochastic:
+            out, nfe = runner.counted_run(sampler, p, self.ode_x, steps, None)
+            return float((out - self.ode_ref).pow(2).sum(1).mean().sqrt()), nfe, "RMSE to the ODE map"
+        if self.exact_law:
+            used = []
+
+            def fn(model, x, sigmas, noise_sampler):
+                out, nfe = runner.counted_run(sampler, p, x, steps, noise_sampler)
+                used.append(nfe)
+                return out
+
+            start = torch.tensor([1.0 if p.flow else SIGMA_MAX, 0.0], dtype=F64)
+            var = 1.0 if p.flow else SIGMA_MAX**2
+            m, S = exact_output_law(fn, gm.mean, gm.covs[0], start, start_mean=torch.zeros(gm.dim),
+                                    start_cov=var * torch.eye(gm.dim, dtype=F64))
+            return gaussian_kl(m, S, gm.mean, gm.covs[0]), used[-1], "KL(output || target), exact"
+        noise = _randn_sampler((self.samples, gm.dim), SEED_NOISE)
+        out, nfe = runner.counted_run(sampler, p, self.mc_x, steps, noise)
+        if not bool(torch.isfinite(out).all()):
+            raise FloatingPointError("non-finite samples")
+        return energy_distance(out, self.exact), nfe, "energy distance to exact samples"
+
+
+def shootout(targets, grids, nfes, samplers, samples=SAMPLES, ode_points=ODE_POINTS, log=print) -> tuple[list, dict]:
+    """Every sampler on every target and grid family at every NFE: the results and the Monte Carlo floors."""
+    runner = Runner()
+    results, floors = [], {}
+    kinds = {s.label: runner.stochastic(s) for s in samplers}
+    for name in targets:
+        flow = TARGETS[name][2]
+        for grid in ("flow",) if flow else grids:
+            began = time.perf_counter()
+            tr = TargetRun(name, grid, samples, ode_points)
+            if tr.floor is not None:
+                floors[f"{name}/{grid}"] = tr.floor
+            for sampler in samplers:
+                stochastic = kinds[sampler.label]
+                for nfe in nfes:
+                    error, used, metric, note = None, None, "", ""
+                    tic = time.perf_counter()
+                    try:
+                        steps = runner.steps_for(sampler, grid, nfe)
+                        if steps is None:
+                            note = "one step needs more NFE"
+                        else:
+                            error, used, metric = tr.measure(runner, sampler, stochastic, steps)
+                            if not math.isfinite(error):
+                                error, note = None, "non-finite"
+                    except Exception as err:  # a peer or solver that cannot run here: recorded, not fatal
+                        note = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+                    results.append(Result(name, tr.role, grid, "sde" if stochastic else "ode", sampler.library,
+                                          sampler.label, nfe, used, metric, error, note, time.perf_counter() - tic))
+            log(f"{name:>16} {grid:>7}: {len(samplers)} samplers x {len(nfes)} NFE in {time.perf_counter() - began:.1f} s")
+    return results, floors
+
+
+# ----------------------------------------------------------------- report
+def _fmt(r: Result) -> str:
+    if r.error is None:
+        return "n/a" if not r.note else "fail"
+    text = f"{r.error:.2e}"
+    return text if r.nfe == r.nfe_asked else f"{text} ({r.nfe})"
+
+
+def best(rows: list[Result], nfe: int, library_is_fastdiff: bool) -> Result | None:
+    pool = [r for r in rows if r.nfe_asked == nfe and r.error is not None and (r.library == "fastdiff") == library_is_fastdiff]
+    return min(pool, key=lambda r: r.error) if pool else None
+
+
+def comparison(rows: list[Result], nfes, floor: float | None) -> dict[int, tuple[float | None, str]]:
+    """Per NFE: (best fastdiff / best peer, the winner's label; 'tie (MC floor)' when both are below twice the floor)."""
+    out = {}
+    for nfe in nfes:
+        f, p = best(rows, nfe, True), best(rows, nfe, False)
+        if f is None or p is None:
+            out[nfe] = (None, "fastdiff " + f.sampler if f else (p.sampler if p else "-"))
+            continue
+        ratio = f.error / p.error if p.error > 0 else math.inf
+        if floor is not None and f.error < 2 * floor and p.error < 2 * floor:
+            out[nfe] = (ratio, "tie (MC floor)")
+        else:
+            out[nfe] = (ratio, f"fastdiff {f.sampler}" if ratio <= 1 else p.sampler)
+    return out
+
+
+def groups(results: list[Result]) -> dict[tuple[str, str, str], list[Result]]:
+    out: dict[tuple[str, str, str], list[Result]] = {}
+    for r in results:
+        out.setdefault((r.target, r.grid, r.kind), []).append(r)
+    return out
+
+
+def _ratio_table(lines, results, floors, nfes, role):
+    lines += ["| target | grid | kind | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+              "|---|---|---|" + "---|" * len(nfes)]
+    for (target, grid, kind), rows in groups(results).items():
+        if rows[0].role != role:
+            continue
+        cmp = comparison(rows, nfes, floors.get(f"{target}/{grid}") if kind == "sde" else None)
+        cells = []
+        for n in nfes:
+            ratio, who = cmp[n]
+            mark = "**" if who.startswith("fastdiff") else ""
+            cells.append("-" if ratio is None else f"{mark}{ratio:.2g}{mark}" + (" ~" if who.startswith("tie") else ""))
+        lines.append(f"| {target} | {grid} | {kind} | " + " | ".join(cells) + " |")
+
+
+def _who_wins(lines, results, floors, nfes, role):
+    for kind, title in (("ode", "deterministic (ODE) samplers"), ("sde", "stochastic samplers")):
+        wins, total, peers = 0, 0, {}
+        for (target, grid, k), rows in groups(results).items():
+            if k != kind or rows[0].role != role:
+                continue
+            for ratio, who in comparison(rows, nfes, floors.get(f"{target}/{grid}") if k == "sde" else None).values():
+                if ratio is None or who.startswith("tie"):
+                    continue
+                total += 1
+                if who.startswith("fastdiff"):
+                    wins += 1
+                else:
+                    peers[who] = peers.get(who, 0) + 1
+        if total == 0:
+            continue
+        top = ", ".join(f"{name} ({count})" for name, count in sorted(peers.items(), key=lambda kv: -kv[1])[:4])
+        lines.append(f"- {title}: fastdiff's best wins {wins} of {total} (target, grid, NFE) cells"
+                     + (f"; the peers' winners: {top}" if top else "") + ".")
+        for (target, grid, k), rows in groups(results).items():
+            if k != kind or rows[0].role != role:
+                continue
+            cmp = comparison(rows, nfes, floors.get(f"{target}/{grid}") if k == "sde" else None)
+            lost = [f"{n} ({cmp[n][1]}, x{cmp[n][0]:.2g})" for n in nfes if cmp[n][0] is not None and cmp[n][0] > 1
+                    and not cmp[n][1].startswith("tie")]
+            won = [str(n) for n in nfes if cmp[n][1].startswith("fastdiff")]
+            lines.append(f"  - {target} / {grid}: fastdiff wins at NFE {', '.join(won) or 'none'}"
+                         + (f"; loses at NFE {'; '.join(lost)}" if lost else ""))
+
+
+def write_report(results, floors, nfes, notes, meta, out_dir: pathlib.Path, plot: bool = True) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results").mkdir(exist_ok=True)
+    payload = {"meta": meta, "floors": floors, "notes": notes, "results": [asdict(r) for r in results]}
+    (out_dir / "results" / "shootout.json").write_text(json.dumps(payload, indent=1) + "\n")
+    L = [  # noqa: N806
+        "# Sampler shootout: fastdiff vs ComfyUI and diffusers",
+        "",
+        "Regenerated by `python bench/peer_shootout.py` (the method is in its docstring). "
+        f"{meta['machine']}; torch {meta['torch']}, diffusers {meta['diffusers']}; "
+        f"{meta['samples']} samples per mixture run, {meta['ode_points']} starts per ODE run; run time {meta['seconds']:.0f} s.",
+        "",
+        f"fastdiff samplers: {', '.join(meta['fastdiff'])}.",
+        "",
+        "Grids: fastdiff and ComfyUI run on the same grid (ComfyUI's flow coordinates take it as t = sigma / (1 + sigma)); "
+        "diffusers' schedulers on their own grid of the same kind (`use_karras_sigmas` / `use_exponential_sigmas` over "
+        "training sigmas from 0.002 to 80; flow: `use_flow_sigmas`, `flow_shift=3`). ComfyUI's dpm_fast chooses its own "
+        "log-SNR steps between the grid's ends.",
+        "",
+        f"Peers: {len(meta['peers'])} ({', '.join(meta['peers'])}), each with its default options. Left out: "
+        + "; ".join(f"ComfyUI `{k}` ({v})" for k, v in COMFY_SKIPPED.items()) + ".",
+        "",
+    ]
+    L += [f"- {note}" for note in notes]
+    L += ["", "Errors: KL(output law || target) exact for stochastic samplers on Gaussians, energy distance to "
+          "exact samples for stochastic samplers on mixtures, RMSE to the exact ODE map for deterministic samplers. "
+          "A cell with `(k)` ran at its true NFE k (the most steps not exceeding the column's NFE); `n/a`: one step "
+          "needs more evaluations; `fail`: the sampler raised or returned non-finite values (the json has the "
+          "message). Ratio = best fastdiff error / best peer error: below 1 (bold) fastdiff wins; `~`: both best "
+          "errors below twice the Monte Carlo floor (a tie).", ""]
+    L += ["Monte Carlo floors of the energy distance (exact vs exact, mean of three draws of the same size): "
+          + ", ".join(f"{k} {v:.1e}" for k, v in floors.items()) + ".", ""]
+    for role in ("held-out", "tuning"):
+        L += [f"## Best fastdiff / best peer on {role} targets", ""]
+        _ratio_table(L, results, floors, nfes, role)
+        L.append("")
+    L += ["## Who wins where", "", "Counted from the tables below (ties at the Monte Carlo floor left out).", ""]
+    for role in ("held-out", "tuning"):
+        L += [f"{role.capitalize()} targets:", ""]
+        _who_wins(L, results, floors, nfes, role)
+        L.append("")
+    failures = sorted({(r.sampler, r.target, r.grid, r.note) for r in results if r.error is None and r.note
+                       and not r.note.startswith("one step")})
+    if failures:
+        L += ["## Runs that failed", "", "| sampler | target | grid | error |", "|---|---|---|---|"]
+        L += [f"| {label} | {target} | {grid} | {note.replace('|', '/')} |" for label, target, grid, note in failures]
+        L.append("")
+    L += ["## Tables", ""]
+    for (target, grid, kind), rows in groups(results).items():
+        metric = next((r.metric for r in rows if r.metric), "")
+        L += [f"### {target} ({rows[0].role}), {grid} grid, {'stochastic' if kind == 'sde' else 'deterministic'}: {metric}", ""]
+        L += ["| sampler | " + " | ".join(str(n) for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
+        by_sampler: dict[str, list[Result]] = {}
+        for r in rows:
+            by_sampler.setdefault(r.sampler, []).append(r)
+        for label, srows in by_sampler.items():
+            lib = srows[0].library
+            L.append(f"| {label if lib != 'fastdiff' else '**' + label + '**'} | "
+                     + " | ".join(_fmt(r) for r in sorted(srows, key=lambda r: r.nfe_asked)) + " |")
+        cmp = comparison(rows, nfes, floors.get(f"{target}/{grid}") if kind == "sde" else None)
+        ratios = ("-" if cmp[n][0] is None else f"{cmp[n][0]:.2g}" for n in nfes)
+        L.append("| best fastdiff / best peer | " + " | ".join(ratios) + " |")
+        L.append("| winner | " + " | ".join(cmp[n][1] for n in nfes) + " |")
+        L.append("")
+    (out_dir / "SHOOTOUT.md").write_text("\n".join(L))
+    if plot:
+        write_plot(results, nfes, out_dir / "shootout.png")
+
+
+def write_plot(results, nfes, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(groups(results).items())
+    cols = 5
+    rows_n = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3.2 * rows_n), squeeze=False)
+    for ax, ((target, grid, kind), rows) in zip(axes.flat, panels, strict=False):
+        by: dict[str, list[Result]] = {}
+        for r in rows:
+            if r.error is not None and r.error > 0:
+                by.setdefault(r.sampler, []).append(r)
+        for srows in by.values():
+            srows.sort(key=lambda r: r.nfe_asked)
+            color = "tab:blue" if srows[0].library == "fastdiff" else "tab:red"
+            ax.plot([r.nfe for r in srows], [r.error for r in srows], color=color, alpha=0.15, lw=0.8)
+        for is_fd, color, label in ((True, "tab:blue", "best fastdiff"), (False, "tab:red", "best peer")):
+            pts = [(b.nfe, b.error) for n in nfes if (b := best(rows, n, is_fd)) is not None and b.error > 0]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), color=color, lw=2.2, marker="o", ms=3, label=label)
+        ax.set(xscale="log", yscale="log", title=f"{target} {grid} {kind}", xlabel="NFE")
+        ax.title.set_fontsize(9)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------- command line
+def select(samplers: list[Sampler], patterns: list[str] | None) -> list[Sampler]:
+    if not patterns:
+        return samplers
+    return [s for s in samplers if any(p == s.label or p in s.label for p in patterns)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: two targets, NFE 8 and 16, small sample sizes")
+    ap.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=None)
+    ap.add_argument("--grids", nargs="+", choices=VE_GRIDS, default=list(VE_GRIDS), help="VE grid families")
+    ap.add_argument("--nfe", nargs="+", type=int, default=None)
+    ap.add_argument("--samplers", nargs="+", default=None, help="labels or substrings (e.g. euler comfy diffusers)")
+    ap.add_argument("--samples", type=int, default=None)
+    ap.add_argument("--report-only", action="store_true", help="rewrite SHOOTOUT.md and the plot from the json")
+    ap.add_argument("--out", type=pathlib.Path, default=None, help="output folder (default bench/; --quick: no files)")
+    args = ap.parse_args(argv)
+    if args.report_only:
+        out = args.out or HERE
+        saved = json.loads((out / "results" / "shootout.json").read_text())
+        results = [Result(**r) for r in saved["results"]]
+        write_report(results, saved["floors"], tuple(saved["meta"]["nfes"]), saved["notes"], saved["meta"], out)
+        return
+    targets = args.targets or (["gauss_1d", "mix_2d"] if args.quick else list(TARGETS))
+    nfes = tuple(args.nfe or ((8, 16) if args.quick else NFES))
+    samples = args.samples or (512 if args.quick else SAMPLES)
+    peers, notes = peer_samplers()
+    samplers = select([fastdiff_sampler(n) for n in fastdiff.SOLVERS] + peers, args.samplers)
+    began = time.perf_counter()
+    results, floors = shootout(targets, args.grids, nfes, samplers, samples, 64 if args.quick else ODE_POINTS)
+    seconds = time.perf_counter() - began
+    import diffusers
+
+    meta = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__, "diffusers": diffusers.__version__, "samples": samples,
+        "ode_points": 64 if args.quick else ODE_POINTS, "seconds": seconds, "nfes": list(nfes),
+        "fastdiff": [s.label for s in samplers if s.library == "fastdiff"],
+        "peers": [s.label for s in samplers if s.library != "fastdiff"],
+    }
+    failed = sorted({f"{r.sampler} on {r.target}/{r.grid}: {r.note}" for r in results if r.error is None and r.note
+                     and not r.note.startswith("one step")})
+    print(f"{len(results)} results in {seconds:.0f} s, {len(failed)} (sampler, target) failures")
+    for line in failed[:40]:
+        print("  fail:", line)
+    out = args.out if args.out is not None else (None if args.quick else HERE)
+    if out is not None:
+        write_report(results, floors, nfes, notes, meta, out)
+        print(f"wrote {out / 'SHOOTOUT.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Smoke test of bench/peer_shootout.py: one tiny target, two NFEs, two fastdiff samplers and two peers. The NFE
+counter counts what each sampler was asked for, and the harness's errors equal values computed independently: the
+exact-law KL of fastdiff's euler_ancestral by `exact_output_law` run directly on `fastdiff.sampling`, and euler's ODE
+error on a 1-D Gaussian in closed form."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import sys
+
+import pytest
+import torch
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import peer_shootout as ps  # noqa: E402
+import shootout_peers  # noqa: E402
+
+from fastdiff.gaussian_law import exact_output_law, gaussian_kl  # noqa: E402
+from fastdiff.grids import get_sigmas  # noqa: E402
+from fastdiff.sampling import sample_euler_ancestral  # noqa: E402
+
+NFES = (4, 8)
+
+
+@pytest.fixture(scope="module")
+def results():
+    pytest.importorskip("diffusers", reason="diffusers not installed (make install-test)")
+    comfy, reason = shootout_peers.comfyui()
+    if comfy is None:
+        pytest.skip(reason)
+    sde = "diffusers DPM++ 2M SDE"
+    samplers = [ps.fastdiff_sampler("euler"), ps.fastdiff_sampler("euler_ancestral"),
+                shootout_peers.comfy_sampler(comfy, "euler"),
+                shootout_peers.diffusers_sampler(sde, *shootout_peers.diffusers_specs()[sde])]
+    out, floors = ps.shootout(["gauss_1d"], ["karras"], NFES, samplers, samples=64, ode_points=16, log=lambda *a: None)
+    assert floors == {}  # an exact-law target has no Monte Carlo floor
+    return {(r.sampler, r.nfe_asked): r for r in out}
+
+
+def test_every_run_counts_the_nfe_it_was_asked(results):
+    assert len(results) == 4 * len(NFES)
+    for (label, nfe), r in results.items():
+        assert r.error is not None and r.error > 0, (label, nfe, r.note)
+        assert r.nfe == nfe, (label, nfe, r.nfe)  # one evaluation per step for all four
+
+
+def test_kinds_follow_the_samplers_noise(results):
+    kinds = {label: r.kind for (label, _), r in results.items()}
+    assert kinds == {"euler": "ode", "comfy euler": "ode", "euler_ancestral": "sde", "diffusers DPM++ 2M SDE": "sde"}
+
+
+def test_exact_law_kl_matches_a_direct_computation(results):
+    target = ps.gauss_1d()
+    mean, cov = target.mean, target.covs[0]
+    sigmas = get_sigmas("karras", 8, ps.SIGMA_MIN, ps.SIGMA_MAX)
+    m, S = exact_output_law(sample_euler_ancestral, mean, cov, sigmas, check_tol=1e-8)
+    expected = gaussian_kl(m, S, mean, cov)
+    assert results["euler_ancestral", 8].error == pytest.approx(expected, rel=1e-8)
+    assert results["euler_ancestral", 4].error != pytest.approx(expected, rel=1e-3)
+
+
+def test_ode_error_matches_the_closed_form(results):
+    """Euler on N(mu, lam): x_{i+1} - mu = (x_i - mu)(1 + (s_{i+1} - s_i) s_i / (lam + s_i^2));
+    the exact map: x - mu scaled by sqrt(lam / (lam + s_0^2))."""
+    target = ps.gauss_1d()
+    lam, mu = float(target.covs[0, 0, 0]), float(target.mean[0])
+    starts = ps.Problem(target, "karras").start(16, torch.Generator().manual_seed(ps.SEED_ODE))
+    rms = float((starts[:, 0] - mu).pow(2).mean().sqrt())
+    for nfe in NFES:
+        s = get_sigmas("karras", nfe, ps.SIGMA_MIN, ps.SIGMA_MAX).tolist()
+        gain = math.prod(1 + (b - a) * a / (lam + a * a) for a, b in zip(s[:-1], s[1:], strict=True))
+        exact = math.sqrt(lam / (lam + s[0] ** 2))
+        expected = abs(gain - exact) * rms
+        assert results["euler", nfe].error == pytest.approx(expected, rel=1e-9)
+        assert results["comfy euler", nfe].error == pytest.approx(expected, rel=1e-6)  # the same method in ComfyUI
+
+
+def test_comparison_picks_the_best_of_each_side(results):
+    rows = [r for (label, _), r in results.items() if r.kind == "sde"]
+    cmp = ps.comparison(rows, NFES, None)
+    for nfe in NFES:
+        f, p = results["euler_ancestral", nfe].error, results["diffusers DPM++ 2M SDE", nfe].error
+        ratio, who = cmp[nfe]
+        assert ratio == pytest.approx(f / p)
+        assert who == ("fastdiff euler_ancestral" if f <= p else "diffusers DPM++ 2M SDE")
