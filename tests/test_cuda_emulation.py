@@ -73,6 +73,8 @@ def emulated(tmp_path_factory) -> ctypes.CDLL:
     lib = build / "libfastdiff_emulated.so"
     subprocess.run([gxx, "-shared", "-pthread", "-o", str(lib), *(str(obj) for obj, _ in procs)], check=True)
     so = ctypes.CDLL(str(lib))
+    so.emu_reverse_thread_order.argtypes = [I32]
+    so.emu_reverse_thread_order.restype = None
     for name, args in SIGNATURES.items():
         getattr(so, name).argtypes = args
         getattr(so, name).restype = ctypes.c_int64 if name.endswith("_workspace") else ctypes.c_int
@@ -314,6 +316,18 @@ def test_trace_step_is_deterministic_and_batch_invariant(emulated):
                     "gaussian", total[1:2], 0.5, 1.0)
     for a_, b_, c_ in zip(first, again, one, strict=True):
         assert torch.equal(a_, b_) and torch.equal(a_[1:2], c_)
+
+
+def test_results_hold_in_either_thread_order(emulated):
+    """Threads resumed last to first: a read of another thread's shared-memory write that no barrier orders sees
+    the previous launch's values (other inputs here), and the comparison with the reference fails."""
+    emulated.emu_reverse_thread_order(1)
+    try:
+        check_ito(emulated, torch.float32, "or", 2, (2, 9001))
+        check_ito(emulated, torch.float64, "and", 3, (3, 8200))
+        check_trace(emulated, torch.float32, "gaussian", (3, 8192), 2, 2)
+    finally:
+        emulated.emu_reverse_thread_order(0)
 
 
 def test_bad_launch_arguments_are_refused(emulated):

@@ -5,10 +5,14 @@
 #include "../../csrc/cuda/ito_step_launchers.h"
 #include "../../csrc/cuda/launchers.h"
 #include "../../csrc/cuda/trace_step_launchers.h"
+#include "host_emulation.h"
 
 using fastdiff::DType;
 
 extern "C" {
+
+// The order the emulation resumes a block's threads in (host_emulation.h): 1 last to first, 0 first to last.
+void emu_reverse_thread_order(int reverse) { fastdiff_emulation::reverse_order = reverse != 0; }
 
 int emu_philox_normal(const int64_t* keys, int64_t batch, int64_t numel, uint32_t step, uint32_t stage, uint32_t stream,
                       int dtype, void* out) {

@@ -4,7 +4,8 @@
 // Execution model: the blocks of a grid run one after another; the threads of a block run as cooperative
 // coroutines (ucontext) on one OS thread, switched at every barrier, so __syncthreads() and the warp collectives
 // (__syncwarp, __shfl_*_sync, through a per-warp exchange buffer) keep CUDA's semantics and a missing barrier or
-// a barrier not reached by every thread is reported (the launch aborts) rather than hanging. __shared__ variables
+// a barrier not reached by every thread is reported (the launch aborts) rather than hanging; resuming the threads
+// last to first (reverse_order) exposes shared-memory reads that no barrier orders after the write. __shared__ variables
 // become function statics: one copy per kernel instance, shared by the block's threads. A launch
 // kernel<<<grid, block, smem, stream>>>(args...) is spelt fastdiff_emulation::launch(kernel, grid, block, smem,
 // stream)(args...) (the test rewrites the chevrons, the only CUDA syntax C++ cannot parse); it checks the launch
@@ -135,6 +136,9 @@ struct Block {
 };
 
 inline thread_local Block* active = nullptr;
+// Resume a block's threads from the last to the first (else first to last): code that reads what another thread
+// wrote without a barrier between gives different results in the two orders.
+inline bool reverse_order = false;
 inline thread_local cudaError_t last_error = cudaSuccess;
 
 inline Block& block() { return *active; }
@@ -196,7 +200,8 @@ inline void run_block(Block& blk) {
   }
   for (int left = n; left > 0;) {
     const uint64_t before = blk.progress;
-    for (int i = 0; i < n; ++i) {
+    for (int step = 0; step < n; ++step) {
+      const int i = reverse_order ? n - 1 - step : step;
       if (blk.threads[i].done) continue;
       blk.current = i;
       swapcontext(&blk.scheduler, &blk.threads[i].context);
