@@ -3,10 +3,10 @@
 //
 // Execution model: the blocks of a grid run one after another; the threads of a block run as cooperative
 // coroutines (ucontext) on one OS thread, switched at every barrier, so __syncthreads() and the warp collectives
-// (__syncwarp, __shfl_*_sync, through a per-warp exchange buffer) keep CUDA's semantics and a missing barrier or
-// a barrier not reached by every thread is reported (the launch aborts) rather than hanging; resuming the threads
-// last to first (reverse_order) exposes shared-memory reads that no barrier orders after the write. __shared__ variables
-// become function statics: one copy per kernel instance, shared by the block's threads. A launch
+// (__syncwarp, __shfl_*_sync, through a per-warp exchange buffer) keep CUDA's semantics, and a barrier not reached
+// by every thread is reported (the launch aborts) rather than hanging. Resuming the threads last to first
+// (reverse_order) exposes shared-memory reads that no barrier orders after the write. __shared__ variables become
+// function statics: one copy per kernel instance, shared by the block's threads. A launch
 // kernel<<<grid, block, smem, stream>>>(args...) is spelt fastdiff_emulation::launch(kernel, grid, block, smem,
 // stream)(args...) (the test rewrites the chevrons, the only CUDA syntax C++ cannot parse); it checks the launch
 // configuration as the driver does and sets the error cudaGetLastError() returns. float16/bfloat16 conversions
