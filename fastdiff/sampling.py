@@ -45,6 +45,18 @@ def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None,
     return _k_sample("ipndm", model, x, sigmas, extra_args, callback, disable, backend=backend, max_order=max_order)
 
 
+def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4, backend="auto"):
+    """iPNDM-v, iPNDM with step-size-dependent weights for non-uniform grids (diff-sampler's ipndm_v, arXiv 2312.00094)."""
+    return _k_sample("ipndm_v", model, x, sigmas, extra_args, callback, disable, backend=backend, max_order=max_order)
+
+
+def sample_unipc(model, x, sigmas, extra_args=None, callback=None, disable=None, solver_order=3, solver_type="bh2",
+                 lower_order_final=True, disable_corrector=(), backend="auto"):
+    """UniPC, the unified predictor-corrector multistep solver in data prediction (Zhao et al. 2023, arXiv 2302.04867)."""
+    return _k_sample("unipc", model, x, sigmas, extra_args, callback, disable, backend=backend, solver_order=solver_order,
+                     solver_type=solver_type, lower_order_final=lower_order_final, disable_corrector=disable_corrector)
+
+
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                            noise_sampler=None, seed=None, backend="auto"):
     """Ancestral sampling with Euler steps (DDPM's ancestral step, Ho et al. 2020, in Karras et al. 2022's form)."""

@@ -39,7 +39,7 @@ def t_grid(n: int) -> list[float]:
 # Every solver with the option variants that change its step from infinity; churn (s_churn) keeps only the law.
 VARIANTS = [
     ("euler", {}), ("euler", {"s_churn": 1.0}), ("heun", {}), ("heun", {"s_churn": 2.0}), ("dpmpp_2m", {}),
-    ("ipndm", {}), ("ipndm", {"max_order": 2}),
+    ("ipndm", {}), ("ipndm", {"max_order": 2}), ("ipndm_v", {}), ("unipc", {}), ("unipc", {"lower_order_final": False}),
     ("euler_ancestral", {}), ("euler_ancestral", {"eta": 0.5}), ("euler_ancestral", {"eta": 0.0}),
     ("euler_ancestral", {"eta": 2.0, "s_noise": 0.5}), ("euler_ancestral", {"eta": 0.3, "s_noise": 0.0}),
     ("dpmpp_2m_sde", {}), ("dpmpp_2m_sde", {"eta": 0.5, "s_noise": 2.0}), ("dpmpp_2m_sde", {"eta": 0.0}),

@@ -13,10 +13,12 @@ from fastdiff.solvers.euler_ancestral import EulerAncestral
 from fastdiff.solvers.euler_maruyama import EulerMaruyama
 from fastdiff.solvers.heun import Heun
 from fastdiff.solvers.ipndm import IPNDM
+from fastdiff.solvers.ipndm_v import IPNDMV
 from fastdiff.solvers.srk import SRK
 from fastdiff.solvers.srk_dp import SRKData
 from fastdiff.solvers.srk_exp_em import ExpEM
 from fastdiff.solvers.srk_score import SRKScore
+from fastdiff.solvers.unipc import UniPC
 
 SOLVERS: dict[str, type[Solver]] = {
     cls.name: cls
@@ -25,6 +27,8 @@ SOLVERS: dict[str, type[Solver]] = {
         Heun,
         DPMpp2M,
         IPNDM,
+        IPNDMV,
+        UniPC,
         EulerAncestral,
         EulerMaruyama,
         DPMpp2MSDE,
