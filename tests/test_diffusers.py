@@ -147,6 +147,23 @@ def test_loop_equals_fastdiff_sample(unet64, ddpm_config, solver):
     assert (ours - reference).abs().max() <= 1e-12 * reference.abs().max()
 
 
+@pytest.mark.parametrize("solver", STOCHASTIC)
+def test_brownian_noise_config_equals_fastdiff_sample(unet64, ddpm_config, solver):
+    """`noise="brownian"` in the config is fastdiff.sample's noise="brownian" with the same seed; a bad value is refused."""
+    scheduler = SCHEDULERS[solver].from_config(ddpm_config, seed=7, schedule="logsnr", sigma_min=0.05, noise="brownian")
+    scheduler.set_timesteps(STEPS)
+    x_vp = torch.randn(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = run_loop(scheduler, unet_eps(unet64), x_vp)
+    grid = scheduler.solver_sigmas
+    denoiser = VPEpsDenoiser(unet_eps(unet64), scheduler.alphas_cumprod)
+    x = x_vp * math.sqrt(1 + grid[0].item() ** 2)
+    reference = fastdiff.sample(denoiser, x, grid.tolist(), solver, seed=7, noise="brownian")
+    assert (ours - reference).abs().max() <= 1e-12 * reference.abs().max()
+    assert (ours - fastdiff.sample(denoiser, x, grid.tolist(), solver, seed=7)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="noise must be one of"):
+        SCHEDULERS[solver].from_config(ddpm_config, noise="tree")
+
+
 @pytest.mark.parametrize("solver", sorted(SCHEDULERS))
 def test_a_copied_sample_changes_nothing(unet64, solver):
     """A pipeline handing back a new tensor (here an equal copy) makes the scheduler restart a pending step from it, or

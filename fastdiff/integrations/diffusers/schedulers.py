@@ -40,7 +40,9 @@ the exact fractional timestep of the sigma the solver uses. Then fastdiff's: `sc
 ("discrete", the default: the training timesteps of `timestep_spacing`, placed as DPMSolverMultistepScheduler places
 them; "karras" with `rho`, "logsnr", "time_uniform", "time_quadratic" between `sigma_min` and `sigma_max`, by default
 the training range; "learned" with `sigmas_file`; see `timestep_grids`), `backend` (of the fused solver step), `seed`
-(noise of the stochastic solvers when no generator is passed, see `seeds`), `check_finite` (default True: a model
+(noise of the stochastic solvers when no generator is passed, see `seeds`), `noise` ("counter", the default, or
+"brownian": the same keys give one Brownian path per sample, so a run with another step count changes the image
+gradually; `fastdiff.ops.brownian`), `check_finite` (default True: a model
 output or sample with NaN or Inf raises `fastdiff.NonFiniteError` at the run's last step, naming the first step and
 sigma where it appeared; the flags stay on the device and are read once per run). Last, the solver's own options under
 the solver's own names and defaults (SRK's `theta`, ...).
@@ -59,6 +61,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin, SchedulerOutput
 
 from fastdiff.backends import BACKENDS
+from fastdiff.driver import NOISE_KINDS
 from fastdiff.dtypes import working_dtype
 from fastdiff.finite_watch import FiniteWatch
 from fastdiff.flow_time import sigma_to_flow_t
@@ -124,6 +127,7 @@ COMMON_CONFIG = {
     "sigmas_file": None,
     "backend": "auto",
     "seed": None,
+    "noise": "counter",
     "check_finite": True,
 }
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
@@ -262,6 +266,8 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         seed = config["seed"]
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        if config["noise"] not in NOISE_KINDS:
+            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {config['noise']!r}")
         _check_positive(config["rho"], "rho")
         check_flag(config["check_finite"], "check_finite")
         if self.is_flow:
@@ -667,7 +673,9 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         noise = None
         if solver.stochastic:
             start = sample if self.is_flow else None
-            noise = run_noise(sample.shape[0], sample.device, generator, self.config.seed, self.config.backend, start)
+            noise = run_noise(
+                sample.shape[0], sample.device, generator, self.config.seed, self.config.backend, start, self.config.noise
+            )
         ctx = StepContext(
             sigmas=grid,
             sigmas_tensor=torch.tensor(grid, dtype=work, device=sample.device),

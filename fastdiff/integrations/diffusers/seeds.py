@@ -1,4 +1,5 @@
-"""The noise of a stochastic scheduler run: fastdiff's counter stream (`fastdiff.noise`), keyed per sample.
+"""The noise of a stochastic scheduler run: fastdiff's counter stream (`fastdiff.noise`), or one Brownian path per
+sample with the config's `noise="brownian"` (`fastdiff.ops.brownian`), keyed per sample.
 
 Where the per-sample keys come from, first match wins:
 - a list of torch.Generators, one per sample: one int64 drawn from each, so sample k depends on generator k alone;
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from fastdiff.noise import NoiseSource, seed_keys
+from fastdiff.ops.brownian import BrownianNoise
 from fastdiff.ops.philox import CounterNoise
 
 _KEY_BOUND = 2**62
@@ -57,14 +60,18 @@ def run_noise(
     seed: int | None,
     backend: str,
     start: torch.Tensor | None = None,
-) -> CounterNoise:
-    """The counter stream for a run on `batch` samples on `device`; `start`: the starting samples of a flow run."""
+    kind: str = "counter",
+) -> NoiseSource:
+    """The noise of a run on `batch` samples on `device`: the counter stream, or with `kind="brownian"` one Brownian
+    path per sample, of the keys below; `start`: the starting samples of a flow run."""
     if isinstance(generator, (list, tuple)):
         if len(generator) != batch:
             raise ValueError(f"generator list must have one generator per sample: got {len(generator)} for batch size {batch}")
-        return CounterNoise.from_keys(torch.cat([_draw(g, 1, device) for g in generator]), backend)
-    if generator is not None:
-        return CounterNoise.from_keys(_draw(generator, batch, device), backend)
-    if seed is None and start is not None:
-        return CounterNoise.from_keys(sample_keys(start), backend)
-    return CounterNoise.from_seed(seed, batch, device, backend)
+        keys = torch.cat([_draw(g, 1, device) for g in generator])
+    elif generator is not None:
+        keys = _draw(generator, batch, device)
+    elif seed is None and start is not None:
+        keys = sample_keys(start)
+    else:
+        keys = seed_keys(seed, batch, device)
+    return BrownianNoise(keys, backend) if kind == "brownian" else CounterNoise.from_keys(keys, backend)
