@@ -96,7 +96,10 @@ def flow_euler(x_t: torch.Tensor, grid: list[float]) -> tuple[torch.Tensor, list
 
 
 def test_sampler_names_and_signature():
-    assert SAMPLER_NAMES == tuple("fastdiff_" + solver for solver in fastdiff.SOLVERS)
+    stochastic = [solver for solver, cls in fastdiff.SOLVERS.items() if cls.stochastic]
+    assert SAMPLER_NAMES == (*("fastdiff_" + solver for solver in fastdiff.SOLVERS),
+                             *(f"fastdiff_{solver}_brownian" for solver in stochastic))
+    assert "fastdiff_srk_brownian" in SAMPLER_NAMES and "fastdiff_euler_brownian" not in SAMPLER_NAMES
     parameters = inspect.signature(sampler_function("euler")).parameters
     assert [(p.name, p.default) for p in parameters.values()] == [
         ("model", inspect.Parameter.empty), ("x", inspect.Parameter.empty), ("sigmas", inspect.Parameter.empty),

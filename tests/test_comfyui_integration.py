@@ -126,7 +126,8 @@ def test_comfyui_flow_dpmpp_2m_is_offset_at_t1(comfy, models):
 
 
 def test_register_offers_every_solver(comfy, adapter, models):
-    names = tuple("fastdiff_" + solver for solver in fastdiff.SOLVERS)
+    stochastic = [solver for solver, cls in fastdiff.SOLVERS.items() if cls.stochastic]
+    names = (*("fastdiff_" + solver for solver in fastdiff.SOLVERS), *(f"fastdiff_{s}_brownian" for s in stochastic))
     assert tuple(adapter.SAMPLER_NAMES) == names
     adapter.register()  # a second call (a reloaded custom node) adds nothing twice
     for listing in (comfy.samplers.KSAMPLER_NAMES, comfy.samplers.SAMPLER_NAMES, comfy.samplers.KSampler.SAMPLERS):

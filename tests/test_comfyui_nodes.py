@@ -140,10 +140,15 @@ def test_one_sampler_node_per_solver_with_the_solvers_options_as_widgets():
     assert sorted(nodes.SAMPLER_NODES) == sorted(SOLVERS)
     for solver, cls in nodes.SAMPLER_NODES.items():
         widgets = cls.INPUT_TYPES()["required"]
-        assert list(widgets) == [*nodes.solver_parameters(solver), "backend"]
+        noise = ["noise"] if SOLVERS[solver].stochastic else []  # counter or brownian, for the stochastic solvers
+        assert list(widgets) == [*nodes.solver_parameters(solver), "backend", *noise]
         for name, p in nodes.solver_parameters(solver).items():
             default = widgets[name][1]["default"]
-            assert default == (nodes.S_TMAX_NO_LIMIT if p.default == math.inf else p.default), (solver, name)
+            shown = nodes.S_TMAX_NO_LIMIT if p.default == math.inf else p.default
+            if isinstance(p.default, tuple):  # step lists are comma-separated strings
+                shown = ",".join(str(v) for v in p.default)
+                assert nodes.solver_options(solver, {name: "0, 2"})[name] == (0, 2)
+            assert default == shown, (solver, name)
 
 
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
@@ -174,7 +179,12 @@ def test_the_options_reach_the_sampler_function(comfy, monkeypatch):
     monkeypatch.setattr(nodes, "sampler_function", lambda solver, **options: calls.append((solver, options)) or "fn")
     (made,) = nodes.SAMPLER_NODES["dpmpp_2m_sde"]().get_sampler(eta=0.5, s_noise=0.9, solver_type="heun", backend="reference")
     assert isinstance(made, KSAMPLER) and made.sampler_function == "fn"
-    assert calls == [("dpmpp_2m_sde", {"eta": 0.5, "s_noise": 0.9, "solver_type": "heun", "backend": "reference"})]
+    assert calls == [("dpmpp_2m_sde", {"eta": 0.5, "s_noise": 0.9, "solver_type": "heun", "backend": "reference",
+                                        "noise": "counter"})]
+    nodes.SAMPLER_NODES["srk"]().get_sampler(noise="brownian")
+    assert calls[-1][0] == "srk" and calls[-1][1]["noise"] == "brownian"
+    with pytest.raises(ValueError, match="noise must be one of"):
+        nodes.SAMPLER_NODES["srk"]().get_sampler(noise="tree")
 
 
 def test_a_node_samples_with_its_options_exactly_as_fastdiff_sample(comfy):
@@ -281,7 +291,7 @@ def test_the_ld3_node_gives_the_schedules_grid_and_its_sampler(comfy, monkeypatc
     monkeypatch.setattr(nodes, "sampler_function", lambda solver, **options: calls.append((solver, options)) or "fn")
     ve, sampler = nodes.FastdiffLD3Schedule().load(Patcher(EPS()), str(tmp_path / "s.json"), "auto")
     torch.testing.assert_close(ve, schedule.sigmas.float(), rtol=0, atol=0)
-    assert sampler.sampler_function == "fn" and calls == [("ipndm", {"max_order": 3, "backend": "auto"})]
+    assert sampler.sampler_function == "fn" and calls == [("ipndm", {"max_order": 3, "backend": "auto", "noise": "counter"})]
     flow, _ = nodes.FastdiffLD3Schedule().load(Patcher(SD3Flow(3.0)), str(tmp_path / "s.json"), "auto")
     torch.testing.assert_close(flow, torch.tensor([10 / 11, 0.5, 0.01 / 1.01, 0.0]), rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="format"):

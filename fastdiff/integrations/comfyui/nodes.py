@@ -18,6 +18,7 @@ import os
 import torch
 
 from fastdiff.backends import BACKENDS
+from fastdiff.driver import NOISE_KINDS
 from fastdiff.flow_time import sigma_to_flow_t
 from fastdiff.grids import FLOW, GRIDS, KINDS, get_sigmas
 from fastdiff.integrations.comfyui import coordinates
@@ -25,6 +26,9 @@ from fastdiff.integrations.comfyui.samplers import sampler_function
 from fastdiff.solvers import SOLVERS, make_solver
 from fastdiff.solvers.dpmpp_2m_sde import SOLVER_TYPES
 from fastdiff.solvers.ipndm import ADAMS_BASHFORTH
+from fastdiff.solvers.ipndm_v import MAX_ORDER as IPNDM_V_MAX_ORDER
+from fastdiff.solvers.unipc import MAX_SOLVER_ORDER as UNIPC_MAX_ORDER
+from fastdiff.solvers.unipc import SOLVER_TYPES as UNIPC_TYPES
 
 SAMPLER_CATEGORY = "sampling/custom_sampling/samplers/fastdiff"
 SIGMAS_CATEGORY = "sampling/custom_sampling/schedulers/fastdiff"
@@ -42,9 +46,16 @@ FLOAT_RANGES = {
     "s_tmin": (0.0, S_TMAX_NO_LIMIT),
     "s_tmax": (0.0, S_TMAX_NO_LIMIT),
 }
-INT_RANGES = {"max_order": (1, len(ADAMS_BASHFORTH))}
-CHOICES = {"solver_type": SOLVER_TYPES}
+# Per (solver, option): the integer ranges and the choices the solvers check.
+INT_RANGES = {
+    ("ipndm", "max_order"): (1, len(ADAMS_BASHFORTH)),
+    ("ipndm_v", "max_order"): (1, IPNDM_V_MAX_ORDER),
+    ("unipc", "solver_order"): (1, UNIPC_MAX_ORDER),
+}
+CHOICES = {("dpmpp_2m_sde", "solver_type"): SOLVER_TYPES, ("unipc", "solver_type"): UNIPC_TYPES}
 TOOLTIPS = {
+    "noise": "counter: fresh noise per step; brownian: one Brownian path per seed, so changing the step count changes "
+    "the image gradually",
     "theta": "SRK's stage fraction of the step in log sigma",
     "eta": "noise amount: 0 is the ODE step, 1 the full ancestral / SDE step",
     "s_noise": "scale of the added noise",
@@ -66,23 +77,25 @@ def solver_parameters(solver: str) -> dict[str, inspect.Parameter]:
     return {name: p for name, p in inspect.signature(init).parameters.items() if name != "self"}
 
 
-def option_input(name: str, default: object) -> tuple:
+def option_input(solver: str, name: str, default: object) -> tuple:
     """ComfyUI's input spec of one solver option, from its default's type and the checked range."""
     spec: dict = {"default": default}
     if name in TOOLTIPS:
         spec["tooltip"] = TOOLTIPS[name]
-    if name in CHOICES:
-        return (list(CHOICES[name]), spec)
+    if (solver, name) in CHOICES:
+        return (list(CHOICES[(solver, name)]), spec)
     if isinstance(default, bool):
         return ("BOOLEAN", spec)
     if isinstance(default, int):
-        low, high = INT_RANGES.get(name, (0, 10_000))
+        low, high = INT_RANGES.get((solver, name), (0, 10_000))
         return ("INT", {**spec, "min": low, "max": high})
     if isinstance(default, float):
         low, high = FLOAT_RANGES.get(name, (0.0, WIDGET_MAX))
         if math.isinf(default):
             spec["default"] = high
         return ("FLOAT", {**spec, "min": low, "max": high, "step": 0.001, "round": False})
+    if isinstance(default, tuple):  # a list of step indices (unipc's disable_corrector): comma-separated ints
+        return ("STRING", {**spec, "default": ",".join(str(v) for v in default)})
     raise TypeError(f"option {name!r} has a default of type {type(default).__name__}; no ComfyUI widget for it")
 
 
@@ -90,12 +103,14 @@ def solver_options(solver: str, values: dict) -> dict:
     """The widget values as `fastdiff.sample` options (s_tmax at its maximum is inf), checked by building the solver:
     a bad value raises naming the option."""
     options = {}
-    for name in solver_parameters(solver):
+    for name, parameter in solver_parameters(solver).items():
         if name not in values:
             continue
         value = values[name]
         if name == "s_tmax" and isinstance(value, (int, float)) and value >= S_TMAX_NO_LIMIT:
             value = math.inf
+        if isinstance(parameter.default, tuple) and isinstance(value, str):
+            value = comma_separated_ints(value, name)
         options[name] = value
     unknown = sorted(set(values) - set(options) - {"backend"})
     if unknown:
@@ -104,17 +119,25 @@ def solver_options(solver: str, values: dict) -> dict:
     return options
 
 
+def comma_separated_ints(text: str, name: str) -> tuple[int, ...]:
+    """'0, 3' -> (0, 3); '' -> ()."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
 def check_backend(backend: object) -> str:
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
     return backend
 
 
-def ksampler(solver: str, options: dict, backend: str):
-    """ComfyUI's SAMPLER object running fastdiff's `solver` with `options` (imports ComfyUI)."""
+def ksampler(solver: str, options: dict, backend: str, noise: str = "counter"):
+    """ComfyUI's SAMPLER object running fastdiff's `solver` with `options` on `noise` (imports ComfyUI)."""
     import comfy.samplers
 
-    return comfy.samplers.KSAMPLER(sampler_function(solver, backend=check_backend(backend), **options))
+    return comfy.samplers.KSAMPLER(sampler_function(solver, backend=check_backend(backend), noise=noise, **options))
 
 
 class SolverSamplerNode:
@@ -127,12 +150,16 @@ class SolverSamplerNode:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        required = {name: option_input(name, p.default) for name, p in solver_parameters(cls.SOLVER).items()}
+        required = {name: option_input(cls.SOLVER, name, p.default) for name, p in solver_parameters(cls.SOLVER).items()}
         required["backend"] = (list(BACKEND_CHOICES), {"default": "auto", "tooltip": TOOLTIPS["backend"]})
+        if SOLVERS[cls.SOLVER].stochastic:
+            required["noise"] = (list(NOISE_KINDS), {"default": "counter", "tooltip": TOOLTIPS["noise"]})
         return {"required": required}
 
-    def get_sampler(self, backend: str = "auto", **values) -> tuple:
-        return (ksampler(self.SOLVER, solver_options(self.SOLVER, values), backend),)
+    def get_sampler(self, backend: str = "auto", noise: str = "counter", **values) -> tuple:
+        if noise not in NOISE_KINDS:
+            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+        return (ksampler(self.SOLVER, solver_options(self.SOLVER, values), backend, noise),)
 
 
 def sampler_node(solver: str) -> type:

@@ -13,7 +13,10 @@ is ComfyUI's `KSamplerX0Inpaint`, which blends the known region of an inpainting
 noise comes from fastdiff's counter stream keyed per sample by `extra_args["seed"]`: sample k gets the k-th SplitMix64
 output of the seed (`fastdiff.noise.sample_seeds`), so image k of a batch is the same whatever the batch size, as
 ComfyUI's own batch noise (`comfy.sample.prepare_noise`, one generator filling the batch in order); no seed: fastdiff's
-default (torch's global generator). `callback` gets ComfyUI's dict {'x', 'i', 'sigma', 'sigma_hat', 'denoised'} once per
+default (torch's global generator). `fastdiff_<solver>_brownian` (and `noise="brownian"`) draws the same keys as one
+Brownian path per sample (`fastdiff.ops.brownian`): another step count changes the image gradually, and unlike
+ComfyUI's Brownian-tree samplers a sample's path does not depend on its batch.
+`callback` gets ComfyUI's dict {'x', 'i', 'sigma', 'sigma_hat', 'denoised'} once per
 step in ComfyUI's coordinates (x_t and t for flow models). The grid is read to the host once; no step syncs.
 """
 
@@ -38,9 +41,15 @@ from fastdiff.integrations.comfyui.coordinates import (
 from fastdiff.solvers import SOLVERS, make_solver
 
 PREFIX = "fastdiff_"
-SAMPLER_NAMES = tuple(PREFIX + solver for solver in SOLVERS)
+BROWNIAN_SUFFIX = "_brownian"
+# KSampler's list: every solver, and every stochastic one again on Brownian noise (fastdiff_<solver>_brownian).
+SAMPLER_SOLVERS = {
+    **{PREFIX + solver: (solver, "counter") for solver in SOLVERS},
+    **{PREFIX + solver + BROWNIAN_SUFFIX: (solver, "brownian") for solver, cls in SOLVERS.items() if cls.stochastic},
+}
+SAMPLER_NAMES = tuple(SAMPLER_SOLVERS)
 # Options of fastdiff.sample itself; every other option goes to the solver.
-_SAMPLE_OPTIONS = ("backend", "check_finite")
+_SAMPLE_OPTIONS = ("backend", "check_finite", "noise")
 
 SamplerFunction = Callable[..., torch.Tensor]
 
@@ -83,7 +92,7 @@ def comfy_callback(callback: Callable[[dict], None], kind: str, comfy_sigmas: to
 
 def sampler_function(solver: str, **options) -> SamplerFunction:
     """A ComfyUI sampler function `(model, x, sigmas, extra_args=None, callback=None, disable=None)` running
-    `fastdiff.sample` with `solver` and `options` (the solver's options, plus `backend` and `check_finite`)."""
+    `fastdiff.sample` with `solver` and `options` (the solver's options, plus `backend`, `check_finite` and `noise`)."""
     if not isinstance(solver, str) or solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     make_solver(solver, **{k: v for k, v in options.items() if k not in _SAMPLE_OPTIONS})  # unknown options raise now
@@ -108,7 +117,8 @@ def sampler_function(solver: str, **options) -> SamplerFunction:
                      progress=None if disable is None else not disable, **options)
         return from_solver_state(kind, out, grid[-1]).to(x.dtype)
 
-    sample_fastdiff.__name__ = sample_fastdiff.__qualname__ = f"sample_{PREFIX}{solver}"
+    suffix = BROWNIAN_SUFFIX if options.get("noise") == "brownian" else ""
+    sample_fastdiff.__name__ = sample_fastdiff.__qualname__ = f"sample_{PREFIX}{solver}{suffix}"
     sample_fastdiff.__doc__ = f"fastdiff's {solver!r} solver as a ComfyUI sampler function (fastdiff.integrations.comfyui)."
     return sample_fastdiff
 
@@ -124,8 +134,8 @@ def register() -> tuple[str, ...]:
     vendored = getattr(comfy_samplers, "k_diffusion_sampling", None)
     if vendored is not None:
         modules[id(vendored)] = vendored
-    for name in SAMPLER_NAMES:
-        function = sampler_function(name[len(PREFIX):])
+    for name, (solver, noise) in SAMPLER_SOLVERS.items():
+        function = sampler_function(solver, noise=noise)
         for module in modules.values():
             setattr(module, f"sample_{name}", function)
     lists = {}
