@@ -115,3 +115,27 @@ def sample_exp_em(model, x, sigmas, extra_args=None, callback=None, disable=None
     """First-order exponential integrator of the VP reverse SDE (SRK with w1 = 0), one evaluation per step."""
     return _k_sample("exp_em", model, x, sigmas, extra_args, callback, disable, seed=seed,
                      noise_sampler=noise_sampler, backend=backend)
+
+
+def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None,
+                  noise_scaler="er_sde", max_stage=3, eta=1.0, seed=None, backend="auto"):
+    """ER-SDE-Solver-3 (Cui et al. 2023, arXiv 2309.06169; ComfyUI's `sample_er_sde`), one evaluation per step.
+    `noise_scaler` "er_sde" (the paper's default) or "reverse_sde" (strength `eta`; eta = 0 is the ODE)."""
+    return _k_sample("er_sde", model, x, sigmas, extra_args, callback, disable, seed=seed, noise_sampler=noise_sampler,
+                     backend=backend, s_noise=s_noise, noise_scaler=noise_scaler, max_stage=max_stage, eta=eta)
+
+
+def sample_seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                   noise_sampler=None, r=0.5, seed=None, backend="auto"):
+    """SEEDS-2 (Gonzalez et al. 2023, arXiv 2305.14267; ComfyUI's `sample_seeds_2`), two evaluations per step.
+    A `noise_sampler` is called on the step's parts (sigma, sigma_1) and (sigma_1, sigma'), sigma_1 its stage point."""
+    return _k_sample("seeds_2", model, x, sigmas, extra_args, callback, disable, seed=seed, noise_sampler=noise_sampler,
+                     backend=backend, eta=eta, s_noise=s_noise, r=r)
+
+
+def sample_seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                   noise_sampler=None, r_1=1.0 / 3, r_2=2.0 / 3, seed=None, backend="auto"):
+    """SEEDS-3 (Gonzalez et al. 2023, arXiv 2305.14267; ComfyUI's `sample_seeds_3`), three evaluations per step.
+    A `noise_sampler` is called on the step's parts (sigma, sigma_1), (sigma_1, sigma_2), (sigma_2, sigma')."""
+    return _k_sample("seeds_3", model, x, sigmas, extra_args, callback, disable, seed=seed, noise_sampler=noise_sampler,
+                     backend=backend, eta=eta, s_noise=s_noise, r_1=r_1, r_2=r_2)

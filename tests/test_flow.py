@@ -48,6 +48,9 @@ VARIANTS = [
     ("srk", {"theta": 0.0}), ("srk_dp", {}), ("srk_dp", {"coupled": False}),
     ("euler_maruyama", {}), ("euler_maruyama", {"s_noise": 0.5}), ("srk_score", {}), ("srk_score", {"coupled": False}),
     ("exp_em", {}),
+    ("er_sde", {}), ("er_sde", {"max_stage": 1, "s_noise": 0.5}), ("er_sde", {"noise_scaler": "reverse_sde"}),
+    ("er_sde", {"noise_scaler": "reverse_sde", "eta": 0.0}), ("seeds_2", {}), ("seeds_2", {"eta": 0.0}), ("seeds_3", {}),
+    ("seeds_3", {"eta": 0.5, "s_noise": 2.0}), ("seeds_3", {"eta": 0.0}),
 ]
 NO_FINITE_LIMIT = {"euler_maruyama", "srk_score", "exp_em"}  # their docstrings: the own step diverges as sigma -> inf
 SIGMA_NEXT, DENOISED = 0.7, 0.25
@@ -88,10 +91,10 @@ def first_step(solver, sigma: float, n: float, stage: int | None) -> float:
 
 def measured(name: str, options: dict, sigma: float) -> tuple[float, float, float]:
     """(D weight, kept, fresh) of the first step from sigma: x' = w D + sigma' (kept n + fresh z), fresh the standard
-    deviation over the step's noises (stages 0 and 1)."""
+    deviation over the step's noises (stages 0, 1 and 2)."""
     base = first_step(make_solver(name, **options), sigma, 0.0, None)
     kept = first_step(make_solver(name, **options), sigma, 1.0, None) - base
-    fresh = math.hypot(*(first_step(make_solver(name, **options), sigma, 0.0, s) - base for s in (0, 1)))
+    fresh = math.hypot(*(first_step(make_solver(name, **options), sigma, 0.0, s) - base for s in (0, 1, 2)))
     return base * SIGMA_NEXT / DENOISED, kept, fresh
 
 

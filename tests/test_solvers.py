@@ -22,9 +22,10 @@ GRID = fastdiff.get_sigmas("karras", 6, 0.02, 20.0)  # 6 steps, the last one to 
 # Model evaluations per step, as each solver module documents: two-stage rules spend one on the step to 0.
 ONE_PER_STEP = {
     "euler", "dpmpp_2m", "ipndm", "euler_ancestral", "euler_maruyama", "dpmpp_2m_sde", "dpmpp_3m_sde", "exp_em", "srk",
-    "ipndm_v", "unipc",
+    "ipndm_v", "unipc", "er_sde",
 }
-TWO_PER_STEP = {"heun", "srk_score", "srk_dp"}
+TWO_PER_STEP = {"heun", "srk_score", "srk_dp", "seeds_2"}
+THREE_PER_STEP = {"seeds_3"}
 
 
 def elementwise_mixture(x, sigma):
@@ -60,6 +61,8 @@ def expected_evaluations(name, sigmas):
         return steps
     if name in TWO_PER_STEP:
         return 2 * steps - int(float(sigmas[-1]) == 0.0)
+    if name in THREE_PER_STEP:
+        return 3 * steps - 2 * int(float(sigmas[-1]) == 0.0)
     raise AssertionError(f"evaluations per step of solver {name!r} not tabulated in this test: add it")
 
 

@@ -8,12 +8,14 @@ from fastdiff.solvers.base import Evaluation, Solver, StepContext, StepOutput
 from fastdiff.solvers.dpmpp_2m import DPMpp2M
 from fastdiff.solvers.dpmpp_2m_sde import DPMpp2MSDE
 from fastdiff.solvers.dpmpp_3m_sde import DPMpp3MSDE
+from fastdiff.solvers.er_sde import ERSDE
 from fastdiff.solvers.euler import Euler
 from fastdiff.solvers.euler_ancestral import EulerAncestral
 from fastdiff.solvers.euler_maruyama import EulerMaruyama
 from fastdiff.solvers.heun import Heun
 from fastdiff.solvers.ipndm import IPNDM
 from fastdiff.solvers.ipndm_v import IPNDMV
+from fastdiff.solvers.seeds import SEEDS2, SEEDS3
 from fastdiff.solvers.srk import SRK
 from fastdiff.solvers.srk_dp import SRKData
 from fastdiff.solvers.srk_exp_em import ExpEM
@@ -37,6 +39,9 @@ SOLVERS: dict[str, type[Solver]] = {
         SRKScore,
         SRKData,
         ExpEM,
+        ERSDE,
+        SEEDS2,
+        SEEDS3,
     )
 }
 
