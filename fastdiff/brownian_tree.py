@@ -1,8 +1,10 @@
 """A virtual Brownian tree as host coefficients: the increment of one Brownian path over any noise interval is a fixed
 linear combination of counter Gaussians (a leaf: docs/ALGORITHMS.md section 15).
 
-The path W lives on the tree time u = sigma / (1 + sigma) in [0, 1] (the flow time: sigma = 0 is u = 0, sigma = inf
-is u = 1), the same map for every grid, so a sigma means the same point of the path whatever the step count. W is
+The path W lives on the tree time u = r / (1 + r), r = sqrt(sigma), in [0, 1] (sigma = 0 is u = 0, sigma = inf is
+u = 1), the same map for every grid, so a sigma means the same point of the path whatever the step count. Any
+increasing map gives exact N(0, 1) draws; the map decides how a coarse step's noise relates to the fine steps' over
+the same sigmas, and this one was chosen by that stability on a tuning target (bench/BROWNIAN.md). W is
 the Brownian-bridge refinement of a binary tree of `depth` levels, which is the Levy-Ciesielski expansion
     W(u) = u Z_0 + sum_{k < depth} 2^{-k/2 - 1} hat(2^k u - j_k) Z_{2^k + j_k} + sqrt(f (1 - f) l) R_{j, q},
 j_k = floor(2^k u), hat(f) = 1 - |2 f - 1|, Z_n the standard normal of tree node n (heap index: level k, position j_k;
@@ -30,8 +32,8 @@ MAX_DEPTH = 30  # node indices stay below 2^30, inside the counter's 32-bit step
 
 
 def tree_time(sigma: float) -> float:
-    """u = sigma / (1 + sigma) in [0, 1]; sigma = inf is u = 1."""
-    return float(sigma_to_flow_t(float(sigma)))
+    """u = sqrt(sigma) / (1 + sqrt(sigma)) in [0, 1]; sigma = inf is u = 1."""
+    return float(sigma_to_flow_t(math.sqrt(float(sigma))))
 
 
 def path_weights(u: float, depth: int) -> dict[Gaussian, float]:

@@ -6,13 +6,16 @@ function also takes `backend=`; the stochastic ones take `seed=` (int or one int
 `noise_sampler(sigma, sigma_next)` wins over the seed; without one, the noise comes from fastdiff's
 counter stream, which replaces k-diffusion's defaults (`torch.randn_like` for the ancestral and churn
 samplers, a Brownian tree for the SDE samplers): reproducible per sample and per backend, but not the
-same numbers as k-diffusion draws. A grid may start at sigma = inf (a flow model at t = 1, x the unit noise), as in
-`fastdiff.sample`.
+same numbers as k-diffusion draws. `noise="brownian"` draws the seed's noise as one Brownian path per sample (the
+step count then changes a sample gradually, as with k-diffusion's tree), and `BrownianTreeNoiseSampler` is that path
+as a drop-in for k-diffusion's class of that name: given as `noise_sampler` here it runs inside the fused steps.
+A grid may start at sigma = inf (a flow model at t = 1, x the unit noise), as in `fastdiff.sample`.
 """
 
 from __future__ import annotations
 
 from fastdiff.driver import sample
+from fastdiff.ops.brownian import BrownianTreeNoiseSampler as BrownianTreeNoiseSampler  # k-diffusion's name, re-exported
 
 
 def _k_sample(solver, model, x, sigmas, extra_args, callback, disable, **options):
@@ -22,16 +25,18 @@ def _k_sample(solver, model, x, sigmas, extra_args, callback, disable, **options
 
 
 def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
-                 s_tmax=float("inf"), s_noise=1.0, seed=None, backend="auto"):
+                 s_tmax=float("inf"), s_noise=1.0, seed=None, noise="counter",
+                 backend="auto"):
     """Euler steps on the probability-flow ODE, with EDM churn (Karras et al. 2022, Alg. 2)."""
-    return _k_sample("euler", model, x, sigmas, extra_args, callback, disable, seed=seed, backend=backend,
+    return _k_sample("euler", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise, backend=backend,
                      s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
 
 
 def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0,
-                s_tmax=float("inf"), s_noise=1.0, seed=None, backend="auto"):
+                s_tmax=float("inf"), s_noise=1.0, seed=None, noise="counter",
+                backend="auto"):
     """Heun steps on the probability-flow ODE, with EDM churn (Karras et al. 2022, Alg. 2); Euler on the step to 0."""
-    return _k_sample("heun", model, x, sigmas, extra_args, callback, disable, seed=seed, backend=backend,
+    return _k_sample("heun", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise, backend=backend,
                      s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
 
 
@@ -58,84 +63,98 @@ def sample_unipc(model, x, sigmas, extra_args=None, callback=None, disable=None,
 
 
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                           noise_sampler=None, seed=None, backend="auto"):
+                           noise_sampler=None, seed=None, noise="counter",
+                           backend="auto"):
     """Ancestral sampling with Euler steps (DDPM's ancestral step, Ho et al. 2020, in Karras et al. 2022's form)."""
-    return _k_sample("euler_ancestral", model, x, sigmas, extra_args, callback, disable, seed=seed,
+    return _k_sample("euler_ancestral", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
                      noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise)
 
 
 def sample_euler_maruyama(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0,
-                          noise_sampler=None, seed=None, backend="auto"):
+                          noise_sampler=None, seed=None, noise="counter",
+                          backend="auto"):
     """Euler-Maruyama on the reverse SDE in variance time sigma^2 (Song et al. 2021, arXiv 2011.13456)."""
-    return _k_sample("euler_maruyama", model, x, sigmas, extra_args, callback, disable, seed=seed,
+    return _k_sample("euler_maruyama", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
                      noise_sampler=noise_sampler, backend=backend, s_noise=s_noise)
 
 
 def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                        noise_sampler=None, solver_type="midpoint", seed=None, backend="auto"):
+                        noise_sampler=None, solver_type="midpoint", seed=None, noise="counter",
+                        backend="auto"):
     """DPM-Solver++(2M) SDE, 'midpoint' or 'heun' correction (Lu et al. 2022, arXiv 2211.01095)."""
-    return _k_sample("dpmpp_2m_sde", model, x, sigmas, extra_args, callback, disable, seed=seed,
+    return _k_sample("dpmpp_2m_sde", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
                      noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise, solver_type=solver_type)
 
 
 def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                        noise_sampler=None, seed=None, backend="auto"):
+                        noise_sampler=None, seed=None, noise="counter",
+                        backend="auto"):
     """DPM-Solver++(3M) SDE (Lu et al. 2022, arXiv 2211.01095; k-diffusion's third-order multistep variant)."""
-    return _k_sample("dpmpp_3m_sde", model, x, sigmas, extra_args, callback, disable, seed=seed,
+    return _k_sample("dpmpp_3m_sde", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
                      noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise)
 
 
 def sample_srk(model, x, sigmas, extra_args=None, callback=None, disable=None, theta=0.085, coupled=True,
-               noise_sampler=None, seed=None, backend="auto"):
+               noise_sampler=None, seed=None, noise="counter",
+               backend="auto"):
     """Multistep stochastic Runge-Kutta, one evaluation per step: a stage at fraction `theta` of the step whose noise
     is the step's own Brownian path up to it (fastdiff's default stochastic sampler, docs/ALGORITHMS.md sections 3, 11).
-    A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
-    return _k_sample("srk", model, x, sigmas, extra_args, callback, disable, seed=seed, noise_sampler=noise_sampler,
+    A `noise_sampler` is called on the step's parts (sigma, sigma~) and (sigma~, sigma'), sigma~ its stage point."""
+    return _k_sample("srk", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
+                     noise_sampler=noise_sampler,
                      backend=backend, theta=theta, coupled=coupled)
 
 
 def sample_srk_dp(model, x, sigmas, extra_args=None, callback=None, disable=None, coupled=True, noise_sampler=None,
-                  seed=None, backend="auto"):
+                  seed=None, noise="counter",
+                  backend="auto"):
     """Stochastic Runge-Kutta in data-prediction form, two evaluations per step (docs/ALGORITHMS.md section 11).
     A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
-    return _k_sample("srk_dp", model, x, sigmas, extra_args, callback, disable, seed=seed,
+    return _k_sample("srk_dp", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
                      noise_sampler=noise_sampler, backend=backend, coupled=coupled)
 
 
 def sample_srk_score(model, x, sigmas, extra_args=None, callback=None, disable=None, coupled=True, noise_sampler=None,
-                     seed=None, backend="auto"):
+                     seed=None, noise="counter",
+                     backend="auto"):
     """Stochastic Runge-Kutta in score form on the VP process, two evaluations per step (docs/ALGORITHMS.md section 3).
     A `noise_sampler` is called on the halves (sigma, sqrt(sigma sigma')) and (sqrt(sigma sigma'), sigma') of a step."""
-    return _k_sample("srk_score", model, x, sigmas, extra_args, callback, disable, seed=seed,
+    return _k_sample("srk_score", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
                      noise_sampler=noise_sampler, backend=backend, coupled=coupled)
 
 
 def sample_exp_em(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, seed=None,
-                  backend="auto"):
+                  noise="counter", backend="auto"):
     """First-order exponential integrator of the VP reverse SDE (SRK with w1 = 0), one evaluation per step."""
-    return _k_sample("exp_em", model, x, sigmas, extra_args, callback, disable, seed=seed,
+    return _k_sample("exp_em", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
                      noise_sampler=noise_sampler, backend=backend)
 
 
 def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None,
-                  noise_scaler="er_sde", max_stage=3, eta=1.0, seed=None, backend="auto"):
+                  noise_scaler="er_sde", max_stage=3, eta=1.0, seed=None, noise="counter",
+                  backend="auto"):
     """ER-SDE-Solver-3 (Cui et al. 2023, arXiv 2309.06169; ComfyUI's `sample_er_sde`), one evaluation per step.
     `noise_scaler` "er_sde" (the paper's default) or "reverse_sde" (strength `eta`; eta = 0 is the ODE)."""
-    return _k_sample("er_sde", model, x, sigmas, extra_args, callback, disable, seed=seed, noise_sampler=noise_sampler,
+    return _k_sample("er_sde", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
+                     noise_sampler=noise_sampler,
                      backend=backend, s_noise=s_noise, noise_scaler=noise_scaler, max_stage=max_stage, eta=eta)
 
 
 def sample_seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                   noise_sampler=None, r=0.5, seed=None, backend="auto"):
+                   noise_sampler=None, r=0.5, seed=None, noise="counter",
+                   backend="auto"):
     """SEEDS-2 (Gonzalez et al. 2023, arXiv 2305.14267; ComfyUI's `sample_seeds_2`), two evaluations per step.
     A `noise_sampler` is called on the step's parts (sigma, sigma_1) and (sigma_1, sigma'), sigma_1 its stage point."""
-    return _k_sample("seeds_2", model, x, sigmas, extra_args, callback, disable, seed=seed, noise_sampler=noise_sampler,
+    return _k_sample("seeds_2", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
+                     noise_sampler=noise_sampler,
                      backend=backend, eta=eta, s_noise=s_noise, r=r)
 
 
 def sample_seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                   noise_sampler=None, r_1=1.0 / 3, r_2=2.0 / 3, seed=None, backend="auto"):
+                   noise_sampler=None, r_1=1.0 / 3, r_2=2.0 / 3, seed=None, noise="counter",
+                   backend="auto"):
     """SEEDS-3 (Gonzalez et al. 2023, arXiv 2305.14267; ComfyUI's `sample_seeds_3`), three evaluations per step.
     A `noise_sampler` is called on the step's parts (sigma, sigma_1), (sigma_1, sigma_2), (sigma_2, sigma')."""
-    return _k_sample("seeds_3", model, x, sigmas, extra_args, callback, disable, seed=seed, noise_sampler=noise_sampler,
+    return _k_sample("seeds_3", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
+                     noise_sampler=noise_sampler,
                      backend=backend, eta=eta, s_noise=s_noise, r_1=r_1, r_2=r_2)

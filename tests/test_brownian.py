@@ -146,6 +146,21 @@ def test_srk_draws_are_exactly_independent(steps, grid):
 
 
 @pytest.mark.parametrize("name", STOCHASTIC)
+def test_no_solver_asks_twice_for_one_interval(name):
+    """Two draws over one interval are the same Gaussians on the tree: every stochastic solver's draws of a run cover
+    distinct intervals."""
+    requests = []
+
+    def recorder(sigma, sigma_next):
+        requests.append((float(sigma), float(sigma_next)))
+        return torch.zeros(1, 2, dtype=torch.float64)
+
+    grid = fastdiff.get_sigmas("karras", 7, 0.002, 80.0)
+    fastdiff.sample(lambda x, s: 0 * x, torch.zeros(1, 2, dtype=torch.float64), grid, name, noise_sampler=recorder)
+    assert requests and len(set(requests)) == len(requests)
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
 def test_every_stochastic_solver_runs_on_brownian_noise(name):
     """noise='brownian' (fused) equals the same paths given as a BrownianTreeNoiseSampler (drawn by the sampler, read
     as tensors); a sample alone equals the sample in its batch; the default counter noise differs."""
@@ -207,3 +222,16 @@ def test_bad_input_is_refused_by_name():
         fastdiff.sample(lambda x, s: x, x, [20.0, 1.0, 0.0], "srk", noise_sampler=tree)
     with pytest.raises(ValueError, match="positive length"):
         tree(1.0, 1.0)
+
+
+def test_kdiffusion_functions_take_noise_brownian():
+    """fastdiff.sampling's functions pass noise= through; its BrownianTreeNoiseSampler is the same path, fused."""
+    gm = GaussianMixture.ring(5)
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 80.0
+    grid = fastdiff.get_sigmas("karras", 6, 0.002, 80.0)
+    expected = fastdiff.sample(gm.denoiser, x, grid, "srk", seed=2, noise="brownian")
+    torch.testing.assert_close(fastdiff.sampling.sample_srk(gm.denoiser, x, grid, seed=2, noise="brownian", disable=True),
+                               expected, rtol=0, atol=0)
+    tree = fastdiff.sampling.BrownianTreeNoiseSampler(x, 0.002, 80.0, seed=2)
+    torch.testing.assert_close(fastdiff.sampling.sample_srk(gm.denoiser, x, grid, noise_sampler=tree, disable=True),
+                               expected, rtol=0, atol=0)

@@ -151,12 +151,23 @@ def test_one_sampler_node_per_solver_with_the_solvers_options_as_widgets():
             assert default == shown, (solver, name)
 
 
+# Options whose range is open or set by another option: SEEDS' fractions (0 < r < 1, 0 < r_1 < r_2 < 1), ER-SDE's eta
+# (only with noise_scaler='reverse_sde').
+COUPLED_OPTIONS = {("seeds_2", "r"), ("seeds_3", "r_1"), ("seeds_3", "r_2"), ("er_sde", "eta")}
+
+
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_widget_bounds_are_the_ranges_the_solver_checks(solver):
     for name, spec in nodes.SAMPLER_NODES[solver].INPUT_TYPES()["required"].items():
         if spec[0] not in ("FLOAT", "INT"):
             continue
         low, high = spec[1]["min"], spec[1]["max"]
+        if (solver, name) in COUPLED_OPTIONS:  # the valid values depend on other options: the default is, the ends not
+            nodes.solver_options(solver, {name: spec[1]["default"]})
+            for value in (low, high):
+                with pytest.raises(ValueError, match=name):
+                    nodes.solver_options(solver, {name: value})
+            continue
         for value in (low, high):
             nodes.solver_options(solver, {name: value})  # both ends accepted
         below = low - 1 if spec[0] == "INT" else low - 1e-9

@@ -1,11 +1,12 @@
 """`BrownianNoise`: the noise source whose draws are increments of one Brownian path per sample, generated in the
 fused kernels from the counter stream (docs/ALGORITHMS.md section 15).
 
-A draw over (sigma, sigma') is z = (W(u(sigma')) - W(u(sigma))) / sd on the tree time u = sigma / (1 + sigma)
-(`fastdiff.brownian_tree`): a weighted sum of tree-node and leaf-bridge Gaussians, each a counter draw (keys[b], e,
-step word, stage word, stream), so `fastdiff.ops.solver_step` generates it in registers like any counter draw
-(`terms`), on every backend, with no state. The noise depends on the interval only, not on the step index: refining the grid keeps the
-path (the sd-weighted fine draws sum to the coarse one), and a sample's noise never depends on its batch.
+A draw over (sigma, sigma') is z = (W(u(sigma')) - W(u(sigma))) / sd on the tree time u = r / (1 + r),
+r = sqrt(sigma) (`fastdiff.brownian_tree`): a weighted sum of tree-node and leaf-bridge Gaussians, each a counter
+draw (keys[b], e, step word, stage word, stream), so `fastdiff.ops.solver_step` generates it in registers like any
+counter draw (`terms`), on every backend, with no state. The noise depends on the interval only, not on the step
+index: refining the grid keeps the path (the sd-weighted fine draws sum to the coarse one), and a sample's noise
+never depends on its batch.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class BrownianTreeNoiseSampler:
     interval, shaped like `x`. Per-sample paths (`seed`: an int gives every sample its own path, a sample's noise is the
     same in any batch; or one int per sample), generated on x's device at kernel speed, identical on every device
     (`cpu`, ComfyUI's switch for a CPU tree, changes nothing here). The tree spans every sigma in [0, inf] on the time
-    u = sigma / (1 + sigma); calls outside [sigma_min, sigma_max] raise, as k-diffusion's tree does, and `transform`
+    u = r / (1 + r), r = sqrt(sigma); calls outside [sigma_min, sigma_max] raise, as k-diffusion's tree does, and `transform`
     (k-diffusion's time map) must be None. Reading sigma from a device tensor syncs once per call; `fastdiff.sample`
     given this object instead generates the same draws inside its fused steps, with no sync."""
 
@@ -78,7 +79,7 @@ class BrownianTreeNoiseSampler:
         backend: str = "auto",
     ):
         if transform is not None:
-            raise ValueError("transform must be None: the tree's time is fixed, u = sigma / (1 + sigma), for every sigma")
+            raise ValueError("transform must be None: the tree's time is fixed, u = r / (1 + r) with r = sqrt(sigma)")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         if not 0.0 <= self.sigma_min < self.sigma_max:
             raise ValueError(f"need 0 <= sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")

@@ -22,6 +22,7 @@ from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.validation import check_number
 
 NOISE_SCALERS = ("er_sde", "reverse_sde")
+MAX_STAGE = 3
 INTEGRATION_POINTS = 200  # left Riemann sum points of S1 and S2 (the authors' code and ComfyUI)
 
 
@@ -55,7 +56,7 @@ class ERSDE(Solver):
     stochastic = True  # the defaults draw noise; the instance says for its options
 
     def __init__(self, max_stage: int = 3, s_noise: float = 1.0, noise_scaler: str = "er_sde", eta: float = 1.0):
-        if isinstance(max_stage, bool) or not isinstance(max_stage, int) or not 1 <= max_stage <= 3:
+        if isinstance(max_stage, bool) or not isinstance(max_stage, int) or not 1 <= max_stage <= MAX_STAGE:
             raise ValueError(f"max_stage must be an int in [1, 3], got {max_stage!r}")
         if noise_scaler not in NOISE_SCALERS:
             raise ValueError(f"noise_scaler must be one of {NOISE_SCALERS}, got {noise_scaler!r}")

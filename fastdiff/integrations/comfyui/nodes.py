@@ -25,6 +25,8 @@ from fastdiff.integrations.comfyui import coordinates
 from fastdiff.integrations.comfyui.samplers import sampler_function
 from fastdiff.solvers import SOLVERS, make_solver
 from fastdiff.solvers.dpmpp_2m_sde import SOLVER_TYPES
+from fastdiff.solvers.er_sde import MAX_STAGE as ER_SDE_MAX_STAGE
+from fastdiff.solvers.er_sde import NOISE_SCALERS
 from fastdiff.solvers.ipndm import ADAMS_BASHFORTH
 from fastdiff.solvers.ipndm_v import MAX_ORDER as IPNDM_V_MAX_ORDER
 from fastdiff.solvers.unipc import MAX_SOLVER_ORDER as UNIPC_MAX_ORDER
@@ -45,14 +47,23 @@ FLOAT_RANGES = {
     "s_churn": (0.0, WIDGET_MAX),
     "s_tmin": (0.0, S_TMAX_NO_LIMIT),
     "s_tmax": (0.0, S_TMAX_NO_LIMIT),
+    # SEEDS' stage fractions: open intervals inside (0, 1), r_1 < r_2; the ends themselves are refused by name
+    "r": (0.0, 1.0),
+    "r_1": (0.0, 1.0),
+    "r_2": (0.0, 1.0),
 }
 # Per (solver, option): the integer ranges and the choices the solvers check.
 INT_RANGES = {
     ("ipndm", "max_order"): (1, len(ADAMS_BASHFORTH)),
     ("ipndm_v", "max_order"): (1, IPNDM_V_MAX_ORDER),
     ("unipc", "solver_order"): (1, UNIPC_MAX_ORDER),
+    ("er_sde", "max_stage"): (1, ER_SDE_MAX_STAGE),
 }
-CHOICES = {("dpmpp_2m_sde", "solver_type"): SOLVER_TYPES, ("unipc", "solver_type"): UNIPC_TYPES}
+CHOICES = {
+    ("dpmpp_2m_sde", "solver_type"): SOLVER_TYPES,
+    ("unipc", "solver_type"): UNIPC_TYPES,
+    ("er_sde", "noise_scaler"): NOISE_SCALERS,
+}
 TOOLTIPS = {
     "noise": "counter: fresh noise per step; brownian: one Brownian path per seed, so changing the step count changes "
     "the image gradually",
