@@ -55,9 +55,9 @@ class ERSDE(Solver):
     evaluations_per_step = 1
     stochastic = True  # the defaults draw noise; the instance says for its options
 
-    def __init__(self, max_stage: int = 3, s_noise: float = 1.0, noise_scaler: str = "er_sde", eta: float = 1.0):
+    def __init__(self, max_stage: int = MAX_STAGE, s_noise: float = 1.0, noise_scaler: str = "er_sde", eta: float = 1.0):
         if isinstance(max_stage, bool) or not isinstance(max_stage, int) or not 1 <= max_stage <= MAX_STAGE:
-            raise ValueError(f"max_stage must be an int in [1, 3], got {max_stage!r}")
+            raise ValueError(f"max_stage must be an int in [1, {MAX_STAGE}], got {max_stage!r}")
         if noise_scaler not in NOISE_SCALERS:
             raise ValueError(f"noise_scaler must be one of {NOISE_SCALERS}, got {noise_scaler!r}")
         self.eta = check_number(eta, "eta")
