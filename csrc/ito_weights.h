@@ -70,19 +70,27 @@ FASTDIFF_HOST_DEVICE void ito_or_weights(const ItoParams& p, const double* ell, 
   for (int i = 0; i < m; ++i) kappa[i] /= total;
 }
 
+// Entry (i, k) of the symmetric M x M block at `offset` of ito_stat_count's layout (only i <= k is stored).
+FASTDIFF_HOST_DEVICE double ito_sym(const double* stats, int m, int offset, int i, int k) {
+  return stats[offset + (i < k ? i * m + k : k * m + i)];
+}
+
 // AND: (Delta C + eps I) a = Q(b - ell) - sqrt(Delta) cz + (Delta/2) Q diag(C), kappa = 1/M + a (a centred),
-// eps = rcond Delta tr(G)/M + DBL_MIN; G, C row-major M x M. Gaussian elimination without pivoting: the matrix is
-// symmetric positive definite.
+// eps = rcond Delta tr(G)/M + DBL_MIN, with G = <s_i, s_k>, C = <s_i - s_bar, s_k - s_bar>, cz = <z, s_i - s_bar>
+// read where they lie in the sample's summed statistics (ito_stat_count's layout, s_i = e_i / sigma^2), not copied:
+// on CUDA they stay in shared memory and only the eliminated matrix takes registers. Gaussian elimination without
+// pivoting: the matrix is symmetric positive definite.
 template <int M>
-FASTDIFF_HOST_DEVICE void ito_and_weights(const ItoParams& p, const double* g, const double* cc, const double* cz,
-                                          const double* ell, double* kappa) {
+FASTDIFF_HOST_DEVICE void ito_and_weights(const ItoParams& p, const double* stats, const double* ell, double* kappa) {
   const int m = M > 0 ? M : p.models;
+  const double inv4 = p.inv_s2 * p.inv_s2;
+  const int centred = m * m + m;
   double trace = 0.0, mean_t = 0.0, mean_d = 0.0;
   FASTDIFF_UNROLL
   for (int i = 0; i < m; ++i) {
-    trace += g[i * m + i];
+    trace += stats[i * m + i] * inv4;
     mean_t += p.bias[i] - ell[i];
-    mean_d += cc[i * m + i];
+    mean_d += stats[centred + i * m + i] * inv4;
   }
   mean_t /= m;
   mean_d /= m;
@@ -92,8 +100,9 @@ FASTDIFF_HOST_DEVICE void ito_and_weights(const ItoParams& p, const double* g, c
   FASTDIFF_UNROLL
   for (int i = 0; i < m; ++i) {
     FASTDIFF_UNROLL
-    for (int j = 0; j < m; ++j) a[i][j] = p.delta * cc[i * m + j] + (i == j ? eps : 0.0);
-    r[i] = (p.bias[i] - ell[i] - mean_t) - p.sqrt_delta * cz[i] + 0.5 * p.delta * (cc[i * m + i] - mean_d);
+    for (int j = 0; j < m; ++j) a[i][j] = p.delta * (ito_sym(stats, m, centred, i, j) * inv4) + (i == j ? eps : 0.0);
+    r[i] = (p.bias[i] - ell[i] - mean_t) - p.sqrt_delta * (stats[2 * m * m + m + i] * p.inv_s2) +
+           0.5 * p.delta * (stats[centred + i * m + i] * inv4 - mean_d);
   }
   FASTDIFF_UNROLL
   for (int k = 0; k < m; ++k) {
@@ -120,28 +129,14 @@ FASTDIFF_HOST_DEVICE void ito_and_weights(const ItoParams& p, const double* g, c
 }
 
 // kappa and ell' = ell + Delta G kappa + sqrt(Delta) c - (Delta/2) diag G from a sample's summed statistics
-// (ito_stat_count's layout), with G = <s_i, s_k>, c = <z, s_i> and s_i = e_i / sigma^2.
+// (ito_stat_count's layout), with G = <s_i, s_k>, c = <z, s_i> and s_i = e_i / sigma^2, read where they lie.
 template <int M, bool AND>
 FASTDIFF_HOST_DEVICE void ito_finalize(const ItoParams& p, const double* stats, const double* ell, double* kappa,
                                        double* ell_next) {
   const int m = M > 0 ? M : p.models;
   const double inv4 = p.inv_s2 * p.inv_s2;
-  double g[kMaxModels * kMaxModels], c[kMaxModels];
-  FASTDIFF_UNROLL
-  for (int i = 0; i < m; ++i) {
-    FASTDIFF_UNROLL
-    for (int k = 0; k < m; ++k) g[i * m + k] = stats[i < k ? i * m + k : k * m + i] * inv4;
-    c[i] = stats[m * m + i] * p.inv_s2;
-  }
   if (AND) {
-    double cc[kMaxModels * kMaxModels], cz[kMaxModels];
-    FASTDIFF_UNROLL
-    for (int i = 0; i < m; ++i) {
-      FASTDIFF_UNROLL
-      for (int k = 0; k < m; ++k) cc[i * m + k] = stats[m * m + m + (i < k ? i * m + k : k * m + i)] * inv4;
-      cz[i] = stats[2 * m * m + m + i] * p.inv_s2;
-    }
-    ito_and_weights<M>(p, g, cc, cz, ell, kappa);
+    ito_and_weights<M>(p, stats, ell, kappa);
   } else {
     ito_or_weights<M>(p, ell, kappa);
   }
@@ -149,8 +144,9 @@ FASTDIFF_HOST_DEVICE void ito_finalize(const ItoParams& p, const double* stats, 
   for (int i = 0; i < m; ++i) {
     double pull = 0.0;
     FASTDIFF_UNROLL
-    for (int j = 0; j < m; ++j) pull += g[i * m + j] * kappa[j];
-    ell_next[i] = ell[i] + p.delta * pull + p.sqrt_delta * c[i] - 0.5 * p.delta * g[i * m + i];
+    for (int j = 0; j < m; ++j) pull += (ito_sym(stats, m, 0, i, j) * inv4) * kappa[j];
+    ell_next[i] = ell[i] + p.delta * pull + p.sqrt_delta * (stats[m * m + i] * p.inv_s2) -
+                  0.5 * p.delta * (stats[i * m + i] * inv4);
   }
 }
 

@@ -8,7 +8,8 @@
 //     sums go to the workspace. OR's weights are known before the step (softmax of ell), so for OR this pass also
 //     writes x'.
 //   ito_finalize_kernel: each block adds its sample's part sums in part order (deterministic), thread 0 computes
-//     kappa (AND: an M x M symmetric positive definite solve) and the ell updates in float64, the block of part 0
+//     kappa (AND: an M x M symmetric positive definite solve) and the ell updates in float64, reading the sums from
+//     shared memory (only the eliminated matrix is held in registers: no stack, no spills), the block of part 0
 //     stores them, and for AND every block then moves its part: x' = x + sum_i (Delta kappa_i / sigma^2) e_i +
 //     sqrt(Delta) z with z drawn again. float16/bfloat16 are computed in float32, float64 in float64.
 // Host side: launch_ito_step in ito_step_launchers.h; no torch headers here.
