@@ -342,8 +342,12 @@ def best(rows: list[Result], nfe: int, library_is_fastdiff: bool) -> Result | No
     return min(pool, key=lambda r: r.error) if pool else None
 
 
+TIE = 0.01  # best errors within 1% of each other: a tie (several samplers are the same method in two libraries)
+
+
 def comparison(rows: list[Result], nfes, floor: float | None) -> dict[int, tuple[float | None, str]]:
-    """Per NFE: (best fastdiff / best peer, the winner's label; 'tie (MC floor)' when both are below twice the floor)."""
+    """Per NFE: (best fastdiff / best peer, the winner's label; 'tie (MC floor)' when both are below twice the floor,
+    'tie (within 1%)' when the two best errors differ by less than TIE)."""
     out = {}
     for nfe in nfes:
         f, p = best(rows, nfe, True), best(rows, nfe, False)
@@ -353,6 +357,8 @@ def comparison(rows: list[Result], nfes, floor: float | None) -> dict[int, tuple
         ratio = f.error / p.error if p.error > 0 else math.inf
         if floor is not None and f.error < 2 * floor and p.error < 2 * floor:
             out[nfe] = (ratio, "tie (MC floor)")
+        elif abs(ratio - 1) < TIE:
+            out[nfe] = (ratio, f"tie (within 1%): {f.sampler} / {p.sampler}")
         else:
             out[nfe] = (ratio, f"fastdiff {f.sampler}" if ratio <= 1 else p.sampler)
     return out
@@ -376,20 +382,24 @@ def _ratio_table(lines, results, floors, nfes, role):
         for n in nfes:
             ratio, who = cmp[n]
             mark = "**" if who.startswith("fastdiff") else ""
-            cells.append("-" if ratio is None else f"{mark}{ratio:.2g}{mark}" + (" ~" if who.startswith("tie") else ""))
+            tie = " ~" if who.startswith("tie (MC") else (" =" if who.startswith("tie") else "")
+            cells.append("-" if ratio is None else f"{mark}{ratio:.2g}{mark}{tie}")
         lines.append(f"| {target} | {grid} | {kind} | " + " | ".join(cells) + " |")
 
 
 def _who_wins(lines, results, floors, nfes, role):
     for kind, title in (("ode", "deterministic (ODE) samplers"), ("sde", "stochastic samplers")):
-        wins, total, peers = 0, 0, {}
+        wins, total, ties, peers = 0, 0, 0, {}
         for (target, grid, k), rows in groups(results).items():
             if k != kind or rows[0].role != role:
                 continue
             for ratio, who in comparison(rows, nfes, floors.get(f"{target}/{grid}") if k == "sde" else None).values():
-                if ratio is None or who.startswith("tie"):
+                if ratio is None or who.startswith("tie (MC"):
                     continue
                 total += 1
+                if who.startswith("tie"):
+                    ties += 1
+                    continue
                 if who.startswith("fastdiff"):
                     wins += 1
                 else:
@@ -397,16 +407,18 @@ def _who_wins(lines, results, floors, nfes, role):
         if total == 0:
             continue
         top = ", ".join(f"{name} ({count})" for name, count in sorted(peers.items(), key=lambda kv: -kv[1])[:4])
-        lines.append(f"- {title}: fastdiff's best wins {wins} of {total} (target, grid, NFE) cells"
+        lines.append(f"- {title}: fastdiff's best wins {wins} of {total} (target, grid, NFE) cells, ties (within 1%) {ties}"
                      + (f"; the peers' winners: {top}" if top else "") + ".")
         for (target, grid, k), rows in groups(results).items():
             if k != kind or rows[0].role != role:
                 continue
             cmp = comparison(rows, nfes, floors.get(f"{target}/{grid}") if k == "sde" else None)
-            lost = [f"{n} ({cmp[n][1]}, x{cmp[n][0]:.2g})" for n in nfes if cmp[n][0] is not None and cmp[n][0] > 1
-                    and not cmp[n][1].startswith("tie")]
+            lost = [f"{n} ({cmp[n][1]}, x{cmp[n][0]:.3g})" for n in nfes if cmp[n][0] is not None and cmp[n][0] > 1
+                    and not cmp[n][1].startswith(("tie", "fastdiff"))]
             won = [str(n) for n in nfes if cmp[n][1].startswith("fastdiff")]
+            even = [str(n) for n in nfes if cmp[n][1].startswith("tie (within")]
             lines.append(f"  - {target} / {grid}: fastdiff wins at NFE {', '.join(won) or 'none'}"
+                         + (f"; ties at {', '.join(even)}" if even else "")
                          + (f"; loses at NFE {'; '.join(lost)}" if lost else ""))
 
 
@@ -439,7 +451,13 @@ def write_report(results, floors, nfes, notes, meta, out_dir: pathlib.Path, plot
           "A cell with `(k)` ran at its true NFE k (the most steps not exceeding the column's NFE); `n/a`: one step "
           "needs more evaluations; `fail`: the sampler raised or returned non-finite values (the json has the "
           "message). Ratio = best fastdiff error / best peer error: below 1 (bold) fastdiff wins; `~`: both best "
-          "errors below twice the Monte Carlo floor (a tie).", ""]
+          "errors below twice the Monte Carlo floor (a tie); `=`: the two best errors within 1% (a tie; several "
+          "samplers are the same method in both libraries, e.g. euler, dpmpp_2m, ipndm, er_sde).", ""]
+    L += [f"The mixtures' ODE references are {RK4_STEPS} RK4 steps of `flow_ode_solution` (halving to {RK4_STEPS // 2} "
+          "steps moves them by at most 2.2e-10 RMS on these targets, so their error is about 1e-11). The VE start is "
+          "N(0, 80^2 I) for every sampler (diffusers: divided by sqrt(1 + sigma_0^2) into its VP coordinates), the "
+          "flow start the unit noise. SA-Solver (diffusers) draws its noise with its module's `randn_tensor`, routed "
+          "to the shared noise_sampler while it runs; DPM-Solver SDE (diffusers) gets it as `variance_noise`.", ""]
     L += ["Monte Carlo floors of the energy distance (exact vs exact, mean of three draws of the same size): "
           + ", ".join(f"{k} {v:.1e}" for k, v in floors.items()) + ".", ""]
     for role in ("held-out", "tuning"):
@@ -476,14 +494,15 @@ def write_report(results, floors, nfes, notes, meta, out_dir: pathlib.Path, plot
         L.append("")
     (out_dir / "SHOOTOUT.md").write_text("\n".join(L))
     if plot:
-        write_plot(results, nfes, out_dir / "shootout.png")
+        write_plot(results, floors, nfes, out_dir / "shootout.png")
 
 
-def write_plot(results, nfes, path: pathlib.Path) -> None:
+def write_plot(results, floors, nfes, path: pathlib.Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     panels = list(groups(results).items())
     cols = 5
@@ -502,7 +521,12 @@ def write_plot(results, nfes, path: pathlib.Path) -> None:
             pts = [(b.nfe, b.error) for n in nfes if (b := best(rows, n, is_fd)) is not None and b.error > 0]
             if pts:
                 ax.plot(*zip(*pts, strict=True), color=color, lw=2.2, marker="o", ms=3, label=label)
+        floor = floors.get(f"{target}/{grid}")
+        if kind == "sde" and floor is not None:
+            ax.axhline(floor, color="grey", ls=":", lw=1, label="MC floor")
         ax.set(xscale="log", yscale="log", title=f"{target} {grid} {kind}", xlabel="NFE")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(list(nfes), [str(n) for n in nfes], fontsize=7)
         ax.title.set_fontsize(9)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -528,6 +552,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samplers", nargs="+", default=None, help="labels or substrings (e.g. euler comfy diffusers)")
     ap.add_argument("--samples", type=int, default=None)
     ap.add_argument("--report-only", action="store_true", help="rewrite SHOOTOUT.md and the plot from the json")
+    ap.add_argument("--merge", action="store_true",
+                    help="run only the selected samplers and replace their rows in the saved json (same targets, NFEs, seeds)")
     ap.add_argument("--out", type=pathlib.Path, default=None, help="output folder (default bench/; --quick: no files)")
     args = ap.parse_args(argv)
     if args.report_only:
@@ -559,6 +585,14 @@ def main(argv: list[str] | None = None) -> None:
     for line in failed[:40]:
         print("  fail:", line)
     out = args.out if args.out is not None else (None if args.quick else HERE)
+    if out is not None and args.merge:
+        saved = json.loads((out / "results" / "shootout.json").read_text())
+        ran = {s.label for s in samplers}
+        results = [Result(**r) for r in saved["results"] if r["sampler"] not in ran] + results
+        floors = saved["floors"] | floors
+        for key in ("fastdiff", "peers"):
+            meta[key] = saved["meta"][key] + [label for label in meta[key] if label not in saved["meta"][key]]
+        meta["seconds"] = saved["meta"]["seconds"] + seconds
     if out is not None:
         write_report(results, floors, nfes, notes, meta, out)
         print(f"wrote {out / 'SHOOTOUT.md'}")
