@@ -158,3 +158,18 @@ def sample_seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=Non
     return _k_sample("seeds_3", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
                      noise_sampler=noise_sampler,
                      backend=backend, eta=eta, s_noise=s_noise, r_1=r_1, r_2=r_2)
+
+
+def sample_res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None, backend="auto"):
+    """RES multistep, the second-order multistep exponential integrator with phi functions (Zhang et al. 2023,
+    arXiv 2308.02157; ComfyUI's `sample_res_multistep`)."""
+    return _k_sample("res_multistep", model, x, sigmas, extra_args, callback, disable, backend=backend)
+
+
+def sample_res_multistep_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
+                                   s_noise=1.0, noise_sampler=None, seed=None, noise="counter", backend="auto"):
+    """RES multistep with ancestral noise (ComfyUI's `sample_res_multistep_ancestral`): each step goes to sigma_down
+    and adds s_noise sigma_up fresh noise, as `sample_euler_ancestral`."""
+    return _k_sample("res_multistep_ancestral", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
+                     noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise)
+

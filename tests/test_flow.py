@@ -42,6 +42,8 @@ VARIANTS = [
     ("ipndm", {}), ("ipndm", {"max_order": 2}), ("ipndm_v", {}), ("unipc", {}), ("unipc", {"lower_order_final": False}),
     ("euler_ancestral", {}), ("euler_ancestral", {"eta": 0.5}), ("euler_ancestral", {"eta": 0.0}),
     ("euler_ancestral", {"eta": 2.0, "s_noise": 0.5}), ("euler_ancestral", {"eta": 0.3, "s_noise": 0.0}),
+    ("res_multistep", {}), ("res_multistep_ancestral", {}), ("res_multistep_ancestral", {"eta": 0.5}),
+    ("res_multistep_ancestral", {"eta": 2.0, "s_noise": 0.5}),
     ("dpmpp_2m_sde", {}), ("dpmpp_2m_sde", {"eta": 0.5, "s_noise": 2.0}), ("dpmpp_2m_sde", {"eta": 0.0}),
     ("dpmpp_2m_sde", {"solver_type": "heun"}), ("dpmpp_3m_sde", {}), ("dpmpp_3m_sde", {"eta": 0.5, "s_noise": 0.5}),
     ("dpmpp_3m_sde", {"eta": 0.0}), ("srk", {}), ("srk", {"theta": 0.3}), ("srk", {"coupled": False}),

@@ -15,6 +15,7 @@ error is still the smallest of the four at equal N. The same first-order warm-up
 iPNDM-v with max_order=2 1.969 / 1.960; UniPC (defaults: order 3, bh2, lower_order_final, whose last step is Euler)
 2.024 / 2.029, with solver_order=2 and lower_order_final=False 2.998 / 3.028. The variants whose warm-up error is too
 small on these grids to show in this window are fitted in tests/test_ipndm_v.py and tests/test_unipc.py.
+RES multistep 2.006 / 1.974.
 The expected order is the one the solver declares (`Solver.order`); assertions allow +-0.2 around it.
 """
 
@@ -57,6 +58,7 @@ ODE_SOLVERS = [
     ("ipndm_v", {"max_order": 2}),
     ("unipc", {}),
     ("unipc", {"solver_order": 2, "lower_order_final": False}),
+    ("res_multistep", {}),
 ]
 
 

@@ -15,6 +15,7 @@ from fastdiff.solvers.euler_maruyama import EulerMaruyama
 from fastdiff.solvers.heun import Heun
 from fastdiff.solvers.ipndm import IPNDM
 from fastdiff.solvers.ipndm_v import IPNDMV
+from fastdiff.solvers.res_multistep import ResMultistep, ResMultistepAncestral
 from fastdiff.solvers.seeds import SEEDS2, SEEDS3
 from fastdiff.solvers.srk import SRK
 from fastdiff.solvers.srk_dp import SRKData
@@ -42,6 +43,8 @@ SOLVERS: dict[str, type[Solver]] = {
         ERSDE,
         SEEDS2,
         SEEDS3,
+        ResMultistep,
+        ResMultistepAncestral,
     )
 }
 
