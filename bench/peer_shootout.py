@@ -538,9 +538,11 @@ def write_plot(results, floors, nfes, path: pathlib.Path) -> None:
 
 # ----------------------------------------------------------------- command line
 def select(samplers: list[Sampler], patterns: list[str] | None) -> list[Sampler]:
+    """The samplers named by `patterns`: a pattern that is a label selects that sampler only, any other its substrings."""
     if not patterns:
         return samplers
-    return [s for s in samplers if any(p == s.label or p in s.label for p in patterns)]
+    labels = {s.label for s in samplers}
+    return [s for s in samplers if any(p == s.label if p in labels else p in s.label for p in patterns)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -593,6 +595,9 @@ def main(argv: list[str] | None = None) -> None:
         for key in ("fastdiff", "peers"):
             meta[key] = saved["meta"][key] + [label for label in meta[key] if label not in saved["meta"][key]]
         meta["seconds"] = saved["meta"]["seconds"] + seconds
+        order = {label: i for i, label in enumerate(meta["fastdiff"] + meta["peers"])}
+        places = {name: i for i, name in enumerate(TARGETS)}
+        results.sort(key=lambda r: (places[r.target], r.grid != "karras", order[r.sampler], r.nfe_asked))
     if out is not None:
         write_report(results, floors, nfes, notes, meta, out)
         print(f"wrote {out / 'SHOOTOUT.md'}")
