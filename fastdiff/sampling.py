@@ -62,6 +62,18 @@ def sample_unipc(model, x, sigmas, extra_args=None, callback=None, disable=None,
                      solver_type=solver_type, lower_order_final=lower_order_final, disable_corrector=disable_corrector)
 
 
+def sample_dpmpp_3m(model, x, sigmas, extra_args=None, callback=None, disable=None, solver_type="midpoint",
+                    lower_order_final=True, backend="auto"):
+    """DPM-Solver++(3M), third-order multistep in log sigma (Lu et al. 2022, arXiv 2211.01095), as diffusers runs it."""
+    return _k_sample("dpmpp_3m", model, x, sigmas, extra_args, callback, disable, backend=backend, solver_type=solver_type,
+                     lower_order_final=lower_order_final)
+
+
+def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4, backend="auto"):
+    """Linear multistep in sigma with integrated Lagrange coefficients (k-diffusion's sample_lms; x' = D on the step to 0)."""
+    return _k_sample("lms", model, x, sigmas, extra_args, callback, disable, backend=backend, order=order)
+
+
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                            noise_sampler=None, seed=None, noise="counter",
                            backend="auto"):

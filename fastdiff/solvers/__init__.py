@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from fastdiff.solvers.base import Evaluation, Solver, StepContext, StepOutput
+from fastdiff.solvers.deis import DEIS
 from fastdiff.solvers.dpmpp_2m import DPMpp2M
 from fastdiff.solvers.dpmpp_2m_sde import DPMpp2MSDE
 from fastdiff.solvers.dpmpp_3m_sde import DPMpp3MSDE
@@ -12,6 +13,7 @@ from fastdiff.solvers.er_sde import ERSDE
 from fastdiff.solvers.euler import Euler
 from fastdiff.solvers.euler_ancestral import EulerAncestral
 from fastdiff.solvers.euler_maruyama import EulerMaruyama
+from fastdiff.solvers.gradient_estimation import GradientEstimation
 from fastdiff.solvers.heun import Heun
 from fastdiff.solvers.ipndm import IPNDM
 from fastdiff.solvers.ipndm_v import IPNDMV
@@ -32,6 +34,8 @@ SOLVERS: dict[str, type[Solver]] = {
         IPNDM,
         IPNDMV,
         UniPC,
+        GradientEstimation,
+        DEIS,
         EulerAncestral,
         EulerMaruyama,
         DPMpp2MSDE,

@@ -24,6 +24,7 @@ from fastdiff.grids import FLOW, GRIDS, KINDS, get_sigmas
 from fastdiff.integrations.comfyui import coordinates
 from fastdiff.integrations.comfyui.samplers import sampler_function
 from fastdiff.solvers import SOLVERS, make_solver
+from fastdiff.solvers.deis import MAX_ORDER as DEIS_MAX_ORDER
 from fastdiff.solvers.dpmpp_2m_sde import SOLVER_TYPES
 from fastdiff.solvers.er_sde import MAX_STAGE as ER_SDE_MAX_STAGE
 from fastdiff.solvers.er_sde import NOISE_SCALERS
@@ -56,6 +57,7 @@ FLOAT_RANGES = {
 INT_RANGES = {
     ("ipndm", "max_order"): (1, len(ADAMS_BASHFORTH)),
     ("ipndm_v", "max_order"): (1, IPNDM_V_MAX_ORDER),
+    ("deis", "max_order"): (1, DEIS_MAX_ORDER),
     ("unipc", "solver_order"): (1, UNIPC_MAX_ORDER),
     ("er_sde", "max_stage"): (1, ER_SDE_MAX_STAGE),
 }
