@@ -40,6 +40,7 @@ def t_grid(n: int) -> list[float]:
 VARIANTS = [
     ("euler", {}), ("euler", {"s_churn": 1.0}), ("heun", {}), ("heun", {"s_churn": 2.0}), ("dpmpp_2m", {}),
     ("ipndm", {}), ("ipndm", {"max_order": 2}), ("ipndm_v", {}), ("unipc", {}), ("unipc", {"lower_order_final": False}),
+    ("dpmpp_3m", {}), ("dpmpp_3m", {"solver_type": "heun", "lower_order_final": False}), ("lms", {}), ("lms", {"order": 1}),
     ("gradient_estimation", {}), ("gradient_estimation", {"ge_gamma": 1.5}), ("deis", {}), ("deis", {"max_order": 4}),
     ("euler_ancestral", {}), ("euler_ancestral", {"eta": 0.5}), ("euler_ancestral", {"eta": 0.0}),
     ("euler_ancestral", {"eta": 2.0, "s_noise": 0.5}), ("euler_ancestral", {"eta": 0.3, "s_noise": 0.0}),

@@ -211,7 +211,7 @@ def test_churn_without_noise_sampler_uses_the_seed():
 
 @pytest.mark.parametrize(
     "name", ["sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_euler_ancestral", "sample_dpmpp_2m_sde",
-             "sample_dpmpp_3m_sde"]
+             "sample_dpmpp_3m_sde", "sample_lms"]
 )
 def test_signatures_extend_kdiffusion(name):
     """k-diffusion's parameters, in order, with the same names, kinds and defaults; anything extra comes after, with a default."""

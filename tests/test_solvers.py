@@ -21,6 +21,7 @@ GRID = fastdiff.get_sigmas("karras", 6, 0.02, 20.0)  # 6 steps, the last one to 
 
 # Model evaluations per step, as each solver module documents: two-stage rules spend one on the step to 0.
 ONE_PER_STEP = {
+    "dpmpp_3m", "lms",
     "gradient_estimation", "deis",
     "res_multistep", "res_multistep_ancestral",
     "euler", "dpmpp_2m", "ipndm", "euler_ancestral", "euler_maruyama", "dpmpp_2m_sde", "dpmpp_3m_sde", "exp_em", "srk",

@@ -8,6 +8,7 @@ from fastdiff.solvers.base import Evaluation, Solver, StepContext, StepOutput
 from fastdiff.solvers.deis import DEIS
 from fastdiff.solvers.dpmpp_2m import DPMpp2M
 from fastdiff.solvers.dpmpp_2m_sde import DPMpp2MSDE
+from fastdiff.solvers.dpmpp_3m import DPMpp3M
 from fastdiff.solvers.dpmpp_3m_sde import DPMpp3MSDE
 from fastdiff.solvers.er_sde import ERSDE
 from fastdiff.solvers.euler import Euler
@@ -17,6 +18,7 @@ from fastdiff.solvers.gradient_estimation import GradientEstimation
 from fastdiff.solvers.heun import Heun
 from fastdiff.solvers.ipndm import IPNDM
 from fastdiff.solvers.ipndm_v import IPNDMV
+from fastdiff.solvers.lms import LMS
 from fastdiff.solvers.res_multistep import ResMultistep, ResMultistepAncestral
 from fastdiff.solvers.seeds import SEEDS2, SEEDS3
 from fastdiff.solvers.srk import SRK
@@ -34,6 +36,8 @@ SOLVERS: dict[str, type[Solver]] = {
         IPNDM,
         IPNDMV,
         UniPC,
+        DPMpp3M,
+        LMS,
         GradientEstimation,
         DEIS,
         EulerAncestral,

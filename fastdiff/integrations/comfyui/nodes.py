@@ -26,6 +26,7 @@ from fastdiff.integrations.comfyui.samplers import sampler_function
 from fastdiff.solvers import SOLVERS, make_solver
 from fastdiff.solvers.deis import MAX_ORDER as DEIS_MAX_ORDER
 from fastdiff.solvers.dpmpp_2m_sde import SOLVER_TYPES
+from fastdiff.solvers.dpmpp_3m import SOLVER_TYPES as DPMPP_3M_TYPES
 from fastdiff.solvers.er_sde import MAX_STAGE as ER_SDE_MAX_STAGE
 from fastdiff.solvers.er_sde import NOISE_SCALERS
 from fastdiff.solvers.ipndm import ADAMS_BASHFORTH
@@ -57,12 +58,14 @@ FLOAT_RANGES = {
 INT_RANGES = {
     ("ipndm", "max_order"): (1, len(ADAMS_BASHFORTH)),
     ("ipndm_v", "max_order"): (1, IPNDM_V_MAX_ORDER),
+    ("lms", "order"): (1, 10_000),  # any order >= 1, as k-diffusion's
     ("deis", "max_order"): (1, DEIS_MAX_ORDER),
     ("unipc", "solver_order"): (1, UNIPC_MAX_ORDER),
     ("er_sde", "max_stage"): (1, ER_SDE_MAX_STAGE),
 }
 CHOICES = {
     ("dpmpp_2m_sde", "solver_type"): SOLVER_TYPES,
+    ("dpmpp_3m", "solver_type"): DPMPP_3M_TYPES,
     ("unipc", "solver_type"): UNIPC_TYPES,
     ("er_sde", "noise_scaler"): NOISE_SCALERS,
 }
