@@ -74,6 +74,18 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, o
     return _k_sample("lms", model, x, sigmas, extra_args, callback, disable, backend=backend, order=order)
 
 
+def sample_gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disable=None, ge_gamma=2.0,
+                               backend="auto"):
+    """Euler steps on d_bar = gamma d_i + (1 - gamma) d_{i-1} (Permenter & Yuan 2024, arXiv 2306.04848)."""
+    return _k_sample("gradient_estimation", model, x, sigmas, extra_args, callback, disable, backend=backend,
+                     ge_gamma=ge_gamma)
+
+
+def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=3, backend="auto"):
+    """DEIS tAB, Adams-Bashforth on eps in VP time of order up to `max_order` (Zhang & Chen 2023, arXiv 2204.13902)."""
+    return _k_sample("deis", model, x, sigmas, extra_args, callback, disable, backend=backend, max_order=max_order)
+
+
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                            noise_sampler=None, seed=None, noise="counter",
                            backend="auto"):
