@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from fastdiff.driver import sample
 from fastdiff.ops.brownian import BrownianTreeNoiseSampler as BrownianTreeNoiseSampler  # k-diffusion's name, re-exported
+from fastdiff.solvers.sa_solver import SDE_END_SIGMA as SA_SDE_END_SIGMA
+from fastdiff.solvers.sa_solver import SDE_START_SIGMA as SA_SDE_START_SIGMA
 
 
 def _k_sample(solver, model, x, sigmas, extra_args, callback, disable, **options):
@@ -197,3 +199,27 @@ def sample_res_multistep_ancestral(model, x, sigmas, extra_args=None, callback=N
     return _k_sample("res_multistep_ancestral", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
                      noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise)
 
+
+def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                     noise_sampler=None, predictor_order=3, corrector_order=4, use_pece=False, simple_order_2=False,
+                     sde_start_sigma=SA_SDE_START_SIGMA, sde_end_sigma=SA_SDE_END_SIGMA, seed=None, noise="counter",
+                     backend="auto"):
+    """SA-Solver, the stochastic Adams predictor-corrector (Xue et al. 2023, arXiv 2309.05019; ComfyUI's
+    `sample_sa_solver`). ComfyUI's `tau_func` is tau = `eta` on `sde_end_sigma <= sigma' <= sde_start_sigma`, else 0
+    (the defaults: ComfyUI's interval for an EDM model on [0.002, 80])."""
+    return _k_sample("sa_solver", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
+                     noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise,
+                     predictor_order=predictor_order, corrector_order=corrector_order, use_pece=use_pece,
+                     simple_order_2=simple_order_2, sde_start_sigma=sde_start_sigma, sde_end_sigma=sde_end_sigma)
+
+
+def sample_sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                          noise_sampler=None, predictor_order=3, corrector_order=4, simple_order_2=False,
+                          sde_start_sigma=SA_SDE_START_SIGMA, sde_end_sigma=SA_SDE_END_SIGMA, seed=None,
+                          noise="counter", backend="auto"):
+    """SA-Solver in PECE mode (ComfyUI's `sample_sa_solver_pece`): the corrected state is evaluated again, two
+    evaluations per step after the first."""
+    return _k_sample("sa_solver_pece", model, x, sigmas, extra_args, callback, disable, seed=seed, noise=noise,
+                     noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise,
+                     predictor_order=predictor_order, corrector_order=corrector_order, simple_order_2=simple_order_2,
+                     sde_start_sigma=sde_start_sigma, sde_end_sigma=sde_end_sigma)

@@ -55,6 +55,8 @@ VARIANTS = [
     ("er_sde", {}), ("er_sde", {"max_stage": 1, "s_noise": 0.5}), ("er_sde", {"noise_scaler": "reverse_sde"}),
     ("er_sde", {"noise_scaler": "reverse_sde", "eta": 0.0}), ("seeds_2", {}), ("seeds_2", {"eta": 0.0}), ("seeds_3", {}),
     ("seeds_3", {"eta": 0.5, "s_noise": 2.0}), ("seeds_3", {"eta": 0.0}),
+    ("sa_solver", {}), ("sa_solver", {"eta": 0.0}), ("sa_solver", {"s_noise": 0.5, "simple_order_2": True}),
+    ("sa_solver_pece", {}), ("sa_solver_pece", {"eta": 2.0, "s_noise": 0.5}),
 ]
 NO_FINITE_LIMIT = {"euler_maruyama", "srk_score", "exp_em"}  # their docstrings: the own step diverges as sigma -> inf
 SIGMA_NEXT, DENOISED = 0.7, 0.25
@@ -226,11 +228,15 @@ def exact_flow_law(name: str, steps: int, **options) -> float:
     return gaussian_kl(mean, cov, torch.tensor([MU]), torch.tensor([[STD**2]]))
 
 
+FIT_STEPS = {"sa_solver_pece": (64, 256)}  # step counts of the slope fit where 32 -> 128 does not apply (below)
+
+
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 def test_every_solver_converges_to_the_exact_law_at_its_declared_order(name):
     """KL to N(MU, STD^2) falls like steps^(-2 order) (weak error squared); measured slopes 32 -> 128 steps:
-    1.8-2.0 for the first-order rules, 3.2-4.0 for the second-order ones."""
-    kls = [exact_flow_law(name, steps) for steps in (32, 128)]
+    1.8-2.0 for the first-order rules, 3.2-4.0 for the second-order ones. sa_solver_pece's weak error crosses zero
+    near 32 steps (KL 4.1e-7 at 32 and 4.3e-7 at 64): fitted from 64 to 256 steps (4.07)."""
+    kls = [exact_flow_law(name, steps) for steps in FIT_STEPS.get(name, (32, 128))]
     slope = math.log2(kls[0] / kls[1]) / 2
     assert kls[1] < 1e-3
     assert slope > 2 * make_solver(name).order - 0.9

@@ -24,7 +24,18 @@ VARIANTS = [(name, {}) for name in sorted(fastdiff.SOLVERS)] + [
     ("srk", {"coupled": False}),
     ("srk_dp", {"coupled": False}),
     ("srk_score", {"coupled": False}),
+    ("sa_solver", {"use_pece": True}),
+    ("sa_solver_pece", {"corrector_order": 0}),
 ]
+
+
+def first_step_count(name: str, options: dict, per_step: int) -> int:
+    """Evaluations of the first own step: SA-Solver's PECE takes one there (no corrector before any predictor)."""
+    if name == "sa_solver_pece" or (name == "sa_solver" and options.get("use_pece")):
+        return min(per_step, 1)
+    return per_step
+
+
 IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in opts.items()) or 'defaults'}" for name, opts in VARIANTS]
 # Ending at sigma_min > 0; "logsnr" has h = 2.3 per step, where srk's stage falls back to the step start.
 GRIDS = {
@@ -47,7 +58,8 @@ def test_evaluations_per_step_is_the_dry_run_count(name, options, grid):
     sigmas = GRIDS[grid]
     plan = evaluation_plan(lambda: make_solver(name, **options), sigmas)
     per_step = make_solver(name, **options).evaluations_per_step
-    assert [plan.steps.count(i) for i in range(len(sigmas) - 1)] == [per_step] * (len(sigmas) - 1)
+    expected = [first_step_count(name, options, per_step)] + [per_step] * (len(sigmas) - 2)
+    assert [plan.steps.count(i) for i in range(len(sigmas) - 1)] == expected
 
 
 @pytest.mark.parametrize("name, options", VARIANTS, ids=IDS)
@@ -57,7 +69,8 @@ def test_step_to_zero_is_one_evaluation_where_the_loop_denoises(name, options):
     plan = evaluation_plan(lambda: make_solver(name, **options), sigmas)
     last = len(sigmas) - 2
     expected = 1 if solver.denoises_at_zero else solver.evaluations_per_step
-    assert [plan.steps.count(i) for i in range(last)] == [solver.evaluations_per_step] * last
+    first = first_step_count(name, options, solver.evaluations_per_step)
+    assert [plan.steps.count(i) for i in range(last)] == [first] + [solver.evaluations_per_step] * (last - 1)
     assert plan.steps.count(last) == expected
     assert all(s > 0.0 for s in plan.sigmas)
 

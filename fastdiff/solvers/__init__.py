@@ -20,6 +20,7 @@ from fastdiff.solvers.ipndm import IPNDM
 from fastdiff.solvers.ipndm_v import IPNDMV
 from fastdiff.solvers.lms import LMS
 from fastdiff.solvers.res_multistep import ResMultistep, ResMultistepAncestral
+from fastdiff.solvers.sa_solver import SASolver, SASolverPECE
 from fastdiff.solvers.seeds import SEEDS2, SEEDS3
 from fastdiff.solvers.srk import SRK
 from fastdiff.solvers.srk_dp import SRKData
@@ -53,6 +54,8 @@ SOLVERS: dict[str, type[Solver]] = {
         SEEDS3,
         ResMultistep,
         ResMultistepAncestral,
+        SASolver,
+        SASolverPECE,
     )
 }
 

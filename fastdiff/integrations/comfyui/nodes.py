@@ -31,6 +31,7 @@ from fastdiff.solvers.er_sde import MAX_STAGE as ER_SDE_MAX_STAGE
 from fastdiff.solvers.er_sde import NOISE_SCALERS
 from fastdiff.solvers.ipndm import ADAMS_BASHFORTH
 from fastdiff.solvers.ipndm_v import MAX_ORDER as IPNDM_V_MAX_ORDER
+from fastdiff.solvers.sa_solver import MAX_ORDER as SA_MAX_ORDER
 from fastdiff.solvers.unipc import MAX_SOLVER_ORDER as UNIPC_MAX_ORDER
 from fastdiff.solvers.unipc import SOLVER_TYPES as UNIPC_TYPES
 
@@ -53,6 +54,9 @@ FLOAT_RANGES = {
     "r": (0.0, 1.0),
     "r_1": (0.0, 1.0),
     "r_2": (0.0, 1.0),
+    # SA-Solver's SDE interval in fastdiff's sigma
+    "sde_start_sigma": (0.0, S_TMAX_NO_LIMIT),
+    "sde_end_sigma": (0.0, S_TMAX_NO_LIMIT),
 }
 # Per (solver, option): the integer ranges and the choices the solvers check.
 INT_RANGES = {
@@ -62,6 +66,10 @@ INT_RANGES = {
     ("deis", "max_order"): (1, DEIS_MAX_ORDER),
     ("unipc", "solver_order"): (1, UNIPC_MAX_ORDER),
     ("er_sde", "max_stage"): (1, ER_SDE_MAX_STAGE),
+    ("sa_solver", "predictor_order"): (1, SA_MAX_ORDER),
+    ("sa_solver", "corrector_order"): (0, SA_MAX_ORDER),
+    ("sa_solver_pece", "predictor_order"): (1, SA_MAX_ORDER),
+    ("sa_solver_pece", "corrector_order"): (0, SA_MAX_ORDER),
 }
 CHOICES = {
     ("dpmpp_2m_sde", "solver_type"): SOLVER_TYPES,
