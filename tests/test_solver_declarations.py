@@ -26,6 +26,7 @@ VARIANTS = [(name, {}) for name in sorted(fastdiff.SOLVERS)] + [
     ("srk_score", {"coupled": False}),
     ("sa_solver", {"use_pece": True}),
     ("sa_solver_pece", {"corrector_order": 0}),
+    ("sa_solver", {"sde_start_sigma": 1.0, "sde_end_sigma": 2.0}),
 ]
 
 

@@ -95,10 +95,11 @@ class SASolver(Solver):
 
     def from_infinity(self) -> tuple[float, float]:
         """The first step is the order-1 predictor: (sigma'/sigma) e^{-tau^2 h} x = sigma' (sigma'/sigma)^{tau^2} n -> 0
-        (slowly for small tau) and
-        the noise -> s_noise sigma' z as h -> inf where tau(sigma') = eta > 0: (0, s_noise); eta = 0, (1, 0). (A first
-        sigma' outside the SDE interval has tau = 0 there; the step's law is the same, D(n, inf) being constant.)"""
-        return (0.0, self.s_noise) if self.eta > 0.0 else (1.0, 0.0)
+        (slowly for small tau) and the noise -> s_noise sigma' z as h -> inf where tau(sigma') = eta > 0: (0, s_noise);
+        eta = 0 or an empty interval, (1, 0). (A first sigma' outside a non-empty interval has tau = 0 there: the path
+        differs, the law not, D(n, inf) being constant.)"""
+        noisy = self.eta > 0.0 and self.sde_end_sigma <= self.sde_start_sigma
+        return (0.0, self.s_noise) if noisy else (1.0, 0.0)
 
     def tau(self, sigma: float) -> float:
         return self.eta if self.sde_end_sigma <= sigma <= self.sde_start_sigma else 0.0
