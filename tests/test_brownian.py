@@ -17,10 +17,11 @@ from fastdiff.noise import sample_seeds, seeds_to_keys
 from fastdiff.ops.brownian import BrownianNoise, BrownianTreeNoiseSampler
 from fastdiff.ops.solver_step import NoiseDraw, solver_step
 from fastdiff.reference.brownian import brownian_path
+from fastdiff.solvers import make_solver
 from fastdiff.toy import GaussianMixture
 
 parametrize_backends = pytest.mark.parametrize(("backend", "device"), backend_params())
-STOCHASTIC = [name for name, cls in fastdiff.SOLVERS.items() if getattr(cls, "stochastic", False)]
+STOCHASTIC = [name for name in fastdiff.SOLVERS if make_solver(name).stochastic]
 SEEDS = [2**64 - 1, 0, 12345]
 
 

@@ -26,6 +26,7 @@ import pytest
 import torch
 
 import fastdiff
+from fastdiff.solvers import make_solver
 
 STEPS = 3
 CFG = 2.0
@@ -126,7 +127,7 @@ def test_comfyui_flow_dpmpp_2m_is_offset_at_t1(comfy, models):
 
 
 def test_register_offers_every_solver(comfy, adapter, models):
-    stochastic = [solver for solver, cls in fastdiff.SOLVERS.items() if cls.stochastic]
+    stochastic = [solver for solver in fastdiff.SOLVERS if make_solver(solver).stochastic]
     names = (*("fastdiff_" + solver for solver in fastdiff.SOLVERS), *(f"fastdiff_{s}_brownian" for s in stochastic))
     assert tuple(adapter.SAMPLER_NAMES) == names
     adapter.register()  # a second call (a reloaded custom node) adds nothing twice

@@ -140,7 +140,7 @@ def test_one_sampler_node_per_solver_with_the_solvers_options_as_widgets():
     assert sorted(nodes.SAMPLER_NODES) == sorted(SOLVERS)
     for solver, cls in nodes.SAMPLER_NODES.items():
         widgets = cls.INPUT_TYPES()["required"]
-        noise = ["noise"] if SOLVERS[solver].stochastic else []  # counter or brownian, for the stochastic solvers
+        noise = ["noise"] if make_solver(solver).stochastic else []  # counter or brownian, for the stochastic solvers
         assert list(widgets) == [*nodes.solver_parameters(solver), "backend", *noise]
         for name, p in nodes.solver_parameters(solver).items():
             default = widgets[name][1]["default"]

@@ -251,6 +251,11 @@ class Block:
     patch: Callable[[pytest.MonkeyPatch], None] = lambda monkeypatch: None  # what keeps it fast, if needed
 
 
+def check_recommend(ns: dict) -> None:
+    assert tuple(ns["choice"]) == ("srk", "logsnr") and tuple(ns["ode"]) == ("ipndm", "logsnr")
+    finite(ns["samples"])
+
+
 README_BLOCKS = {  # text only that block contains -> what it gets and what is checked
     "fastdiff.sample(target.denoiser": Block(check=check_use),
     "torch.compile(run, fullgraph=True)": Block(cuda_standins, check_compiled),
@@ -265,6 +270,7 @@ README_BLOCKS = {  # text only that block contains -> what it gets and what is c
     "ft.Trainer(": Block(check=check_train, patch=cap_train_steps),
     "FlowDenoiser(target.flow_velocity)": Block(check=check_flow_use),
     "DPMpp2MScheduler.from_config(pipe.scheduler.config)": Block(flow_pipeline_standins, check_flow_pipeline),
+    "choice = recommend(16)": Block(lambda: {"model": fastdiff.toy.GaussianMixture.ring(8).denoiser}, check_recommend),
 }
 
 

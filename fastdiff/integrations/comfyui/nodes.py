@@ -62,8 +62,8 @@ FLOAT_RANGES = {
 INT_RANGES = {
     ("ipndm", "max_order"): (1, len(ADAMS_BASHFORTH)),
     ("ipndm_v", "max_order"): (1, IPNDM_V_MAX_ORDER),
-    ("lms", "order"): (1, 10_000),  # any order >= 1, as k-diffusion's
     ("deis", "max_order"): (1, DEIS_MAX_ORDER),
+    ("lms", "order"): (1, 10_000),  # any order >= 1, as k-diffusion's
     ("unipc", "solver_order"): (1, UNIPC_MAX_ORDER),
     ("er_sde", "max_stage"): (1, ER_SDE_MAX_STAGE),
     ("sa_solver", "predictor_order"): (1, SA_MAX_ORDER),
@@ -176,7 +176,7 @@ class SolverSamplerNode:
     def INPUT_TYPES(cls) -> dict:
         required = {name: option_input(cls.SOLVER, name, p.default) for name, p in solver_parameters(cls.SOLVER).items()}
         required["backend"] = (list(BACKEND_CHOICES), {"default": "auto", "tooltip": TOOLTIPS["backend"]})
-        if SOLVERS[cls.SOLVER].stochastic:
+        if make_solver(cls.SOLVER).stochastic:
             required["noise"] = (list(NOISE_KINDS), {"default": "counter", "tooltip": TOOLTIPS["noise"]})
         return {"required": required}
 

@@ -45,7 +45,7 @@ BROWNIAN_SUFFIX = "_brownian"
 # KSampler's list: every solver, and every stochastic one again on Brownian noise (fastdiff_<solver>_brownian).
 SAMPLER_SOLVERS = {
     **{PREFIX + solver: (solver, "counter") for solver in SOLVERS},
-    **{PREFIX + solver + BROWNIAN_SUFFIX: (solver, "brownian") for solver, cls in SOLVERS.items() if cls.stochastic},
+    **{PREFIX + solver + BROWNIAN_SUFFIX: (solver, "brownian") for solver in SOLVERS if make_solver(solver).stochastic},
 }
 SAMPLER_NAMES = tuple(SAMPLER_SOLVERS)
 # Options of fastdiff.sample itself; every other option goes to the solver.
