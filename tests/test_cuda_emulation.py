@@ -18,7 +18,10 @@ import pytest
 import torch
 from poison import stable_seed
 
+from fastdiff.brownian_tree import increment_weights
 from fastdiff.dtypes import working_dtype
+from fastdiff.ops.brownian import BrownianNoise
+from fastdiff.ops.solver_step import MAX_DRAWS
 from fastdiff.reference import ito_step as ito_reference
 from fastdiff.reference import trace_step as trace_reference
 from fastdiff.reference.philox import philox_normal
@@ -135,7 +138,7 @@ SOLVER_TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.float16: 4e-3, to
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("batch", "per_sample", "num_terms", "draws"),
-                         [(1, 5, 0, 1), (3, 8, 2, 0), (2, 1027, 3, 2), (2, 516, 9, 4)])
+                         [(1, 5, 0, 1), (3, 8, 2, 0), (2, 1027, 3, 2), (2, 516, 9, 4), (2, 37, 1, MAX_DRAWS)])
 def test_solver_step(emulated, dtype, batch, per_sample, num_terms, draws):
     """Odd sizes take the scalar path, per_sample % 4 == 0 the vector path; 9 terms run two passes."""
     g = torch.Generator().manual_seed(stable_seed("solver", dtype, batch, per_sample, num_terms, draws))
@@ -154,6 +157,27 @@ def test_solver_step(emulated, dtype, batch, per_sample, num_terms, draws):
     expected = a * x.double() + sum(c * t.double() for c, t in zip(coefs, terms, strict=True))
     for c, (step, stage, stream) in zip(draw_coefs, counters, strict=True):
         expected = expected + c * philox_normal(keys, per_sample, step, stage, stream, torch.float64)
+    tol = SOLVER_TOL[dtype]
+    torch.testing.assert_close(out.double(), expected, rtol=tol, atol=tol * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_solver_step_brownian_increment(emulated, dtype):
+    """A Brownian increment (fastdiff.brownian_tree: ~2 depth weighted counter draws) through the CUDA solver step
+    equals the reference backend's draw of the same interval."""
+    g = torch.Generator().manual_seed(stable_seed("brownian", dtype))
+    batch, per_sample = 3, 45
+    x = fresh((batch, per_sample), dtype, g)
+    keys = seeds(batch, g)
+    weights = increment_weights(5.0, 3.0)
+    out = poisoned((batch, per_sample), dtype)
+    err = emulated.emu_solver_step(ptr(x), 0.5, ptr_array([]), doubles([]), 0, ptr(keys), len(weights),
+                                   words(step for (_, step, _), _ in weights), words(stage for (_, _, stage), _ in weights),
+                                   words(stream for (stream, _, _), _ in weights), doubles(0.7 * w for _, w in weights),
+                                   batch, per_sample, DTYPE_CODE[dtype], ptr(out))
+    assert err == 0
+    z = BrownianNoise(keys, "reference").draw(x.double(), 0, 0, 5.0, 3.0)
+    expected = 0.5 * x.double() + 0.7 * z
     tol = SOLVER_TOL[dtype]
     torch.testing.assert_close(out.double(), expected, rtol=tol, atol=tol * float(expected.abs().max()))
 
