@@ -427,8 +427,13 @@ KNOWN_DIFFERENCES = (
     "`use_flow_sigmas` for flow), and ComfyUI's dpm_fast on its own log-SNR steps; fastdiff's `dpmpp_2m`, `dpmpp_3m` "
     "and `unipc` equal diffusers' DPM++ 2M, 3M and UniPC on one grid (tests/test_diffusers_dpm.py, "
     "tests/test_dpmpp_3m.py, tests/test_unipc.py), so those wins are the grid's",
+    "flow models: ComfyUI steps in the flow coordinates (x_t, t) with its sampler's sigma = t, fastdiff in "
+    "x = x_t / (1 - t), sigma = t / (1 - t), from t = 1 exactly where ComfyUI first moves to t = 1 - 1e-4. Euler is the "
+    "same method in both; a linear multistep rule extrapolates (x - D) / sigma in sigma here and (x_t - D) / t in t "
+    "there, so ipndm, ipndm_v, deis, lms, UniPC and SA-Solver are different methods on the flow targets (the counts "
+    "below)",
     "ComfyUI `ipndm`: its step to sigma' = 0 is x' = D; fastdiff's `ipndm` keeps the Adams-Bashforth formula there "
-    "(fastdiff/solvers/ipndm.py), which costs it on the flow grid, whose last level before 0 is large",
+    "(fastdiff/solvers/ipndm.py), an O(sigma_min) difference",
     "ComfyUI `ipndm_v`: its last order-4 weight is -q h1/h2 (weights summing to 1.076 on uneven grids); fastdiff's "
     "`ipndm_v` uses the consistent -q h2/h3, which converges on flow grids and is 1.6-2.7x behind on Karras grids at "
     "NFE 16-32 (fastdiff/solvers/ipndm_v.py)",
@@ -440,6 +445,22 @@ KNOWN_DIFFERENCES = (
     "tAB weights fastdiff integrates); this does not explain its 20x lead on gauss_1d_flow at NFE 6, which is "
     "not analysed",
 )
+
+
+FLOW_PAIRS = (("euler", "comfy euler"), ("dpmpp_2m", "comfy dpmpp_2m"), ("ipndm", "comfy ipndm"),
+              ("ipndm_v", "comfy ipndm_v"), ("deis", "comfy deis"), ("lms", "comfy lms"), ("unipc", "comfy uni_pc"))
+
+
+def _flow_pairs(results) -> list[tuple[str, str, int, int]]:
+    """(fastdiff sampler, ComfyUI sampler, cells fastdiff's error is below 99% of ComfyUI's, cells compared) on flow."""
+    errors = {(r.sampler, r.target, r.nfe_asked): r.error for r in results
+              if r.grid == "flow" and r.kind == "ode" and r.error is not None and math.isfinite(r.error)}
+    out = []
+    for ours, theirs in FLOW_PAIRS:
+        cells = [(t, n) for s, t, n in errors if s == ours and (theirs, t, n) in errors]
+        won = sum(errors[(ours, t, n)] < 0.99 * errors[(theirs, t, n)] for t, n in cells)
+        out.append((ours, theirs, won, len(cells)))
+    return out
 
 
 def write_report(results, floors, nfes, notes, meta, out_dir: pathlib.Path, plot: bool = True) -> None:
@@ -489,6 +510,9 @@ def write_report(results, floors, nfes, notes, meta, out_dir: pathlib.Path, plot
           "Where a peer's winner is a method fastdiff also has, fastdiff's version equals the peer's on the same grid "
           "and noise (each solver's test against the peer's own code); the differences that remain are these:", ""]
     L += [f"- {why}" for why in KNOWN_DIFFERENCES]
+    L += ["", "Same-named methods on the flow targets (deterministic, every NFE): cells where fastdiff's version has "
+          "the lower error.", ""]
+    L += [f"- {ours} vs {theirs}: {won} of {total}" for ours, theirs, won, total in _flow_pairs(results)]
     L += ["", "## Who wins where", "", "Counted from the tables below (ties at the Monte Carlo floor left out).", ""]
     for role in ("held-out", "tuning"):
         L += [f"{role.capitalize()} targets:", ""]
