@@ -90,7 +90,7 @@ def test_soft_objective_is_active_and_does_not_hurt(target):
 GRID = [80.0, 9.0, 1.3, 0.25, 0.04, 0.002]
 
 
-@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("solver", [*SOLVERS, "dpmpp_3m"])
 def test_tensor_grid_gives_the_float_result_and_true_gradients(solver):
     """The 0-d tensor path computes what the float path does, and d(output)/d(sigma_2) matches a central
     difference of the float path."""
@@ -235,8 +235,8 @@ def test_schedule_file_round_trip_and_validation(schedule, tmp_path):
 # NFE mapping and bad input
 # ---------------------------------------------------------------------------------------------
 def test_nfe_to_steps():
-    assert learnable_solvers() == ("dpmpp_2m", "euler", "heun", "ipndm")
-    for solver in ("euler", "dpmpp_2m", "ipndm"):
+    assert learnable_solvers() == ("dpmpp_2m", "dpmpp_3m", "euler", "heun", "ipndm")
+    for solver in ("euler", "dpmpp_2m", "dpmpp_3m", "ipndm"):
         assert steps_for_nfe(solver, {}, 6, False) == (6, 6) and steps_for_nfe(solver, {}, 6, True) == (6, 6)
     assert steps_for_nfe("heun", {}, 6, False) == (3, 6)
     assert steps_for_nfe("heun", {}, 7, False) == (3, 6)
@@ -260,7 +260,7 @@ def test_bad_input_raises(target):
         learn(gm, "euler", 1)
     with pytest.raises(ValueError, match="too small for 'heun'"):
         learn(gm, "heun", 1)
-    with pytest.raises(ValueError, match="supports: dpmpp_2m, euler, heun, ipndm"):
+    with pytest.raises(ValueError, match="supports: dpmpp_2m, dpmpp_3m, euler, heun, ipndm"):
         learn(gm, "srk", 4)
     with pytest.raises(ValueError, match="s_churn"):
         learn(gm, "euler", 4, solver_options={"s_churn": 1.0})

@@ -33,26 +33,30 @@ MAX_ORDER = 4
 VP_EPSILON, VP_SIGMA_MIN, VP_SIGMA_MAX = 1e-3, 0.002, 80.0
 VP_BETA_D = 2 * (math.log1p(VP_SIGMA_MIN**2) / VP_EPSILON - math.log1p(VP_SIGMA_MAX**2)) / (VP_EPSILON - 1)
 VP_BETA_MIN = math.log1p(VP_SIGMA_MAX**2) - 0.5 * VP_BETA_D
-NODES, WEIGHTS = np.polynomial.legendre.leggauss(64)
+# Gauss-Legendre nodes and weights as Python floats: the coefficients are host arithmetic that torch.compile folds
+NODES, WEIGHTS = (tuple(float(v) for v in a) for a in np.polynomial.legendre.leggauss(64))
 
 
-def vp_time(sigma):
-    """t(sigma) of EDM's VP schedule (module docstring); float or numpy array."""
-    return (np.sqrt(VP_BETA_MIN**2 + 2 * VP_BETA_D * np.log1p(np.square(sigma))) - VP_BETA_MIN) / VP_BETA_D
+def vp_time(sigma: float) -> float:
+    """t(sigma) of EDM's VP schedule (module docstring)."""
+    return (math.sqrt(VP_BETA_MIN**2 + 2 * VP_BETA_D * math.log1p(sigma * sigma)) - VP_BETA_MIN) / VP_BETA_D
 
 
 def deis_coefficients(sigma_next: float, sigmas: list[float]) -> list[float]:
     """C_j = int_{sigmas[0]}^{sigma_next} L_j(t(s)) ds for sigmas = [sigma_i, sigma_{i-1}, ...] (newest first)."""
     half, mid = (sigma_next - sigmas[0]) / 2, (sigma_next + sigmas[0]) / 2
-    t = vp_time(mid + half * NODES)
-    ts = [float(vp_time(s)) for s in sigmas]
+    t = [vp_time(mid + half * node) for node in NODES]
+    ts = [vp_time(s) for s in sigmas]
     coefficients = []
     for j, t_j in enumerate(ts):
-        basis = np.ones_like(t)
+        basis = [1.0] * len(t)
         for k, t_k in enumerate(ts):
             if k != j:
-                basis *= (t - t_k) / (t_j - t_k)
-        coefficients.append(float(half * np.dot(WEIGHTS, basis)))
+                basis = [b * (u - t_k) / (t_j - t_k) for b, u in zip(basis, t, strict=True)]
+        total = 0.0
+        for w, b in zip(WEIGHTS, basis, strict=True):
+            total += w * b
+        coefficients.append(half * total)
     return coefficients
 
 
