@@ -325,6 +325,7 @@ def run_benchmarks(out: Path, tiny: bool) -> None:
     timing = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(timing)
     from fastdiff.noise import seeds_to_keys
+    from fastdiff.ops.brownian import BrownianNoise
     from fastdiff.ops.philox import CounterNoise
     from fastdiff.ops.solver_step import NoiseDraw, solver_step
     from fastdiff.reference import solver_step as reference
@@ -366,8 +367,8 @@ def run_benchmarks(out: Path, tiny: bool) -> None:
                     bytes_moved = x.numel() * x.element_size() * (len(ks) + 2)
                     dtype_name = str(dtype).removeprefix("torch.")
                     for backend, reason in backends:
-                        case = {"kind": "step", "step": step, "noise": bool(cs), "shape": size, "dtype": dtype_name,
-                                "backend": backend}
+                        case = {"kind": "step", "step": step, "noise": "counter" if cs else "none", "shape": size,
+                                "dtype": dtype_name, "backend": backend}
                         if reason is not None:
                             record(dict(case, skipped=reason))
                             continue
@@ -384,6 +385,26 @@ def run_benchmarks(out: Path, tiny: bool) -> None:
                         if backend != "reference":
                             case["speedup_vs_reference"] = round(medians[(step, size, dtype_name, "reference")] / median, 2)
                         record(case)
+
+    # the em step with its one draw as a Brownian increment (noise="brownian": ~2 depth + 3 counter draws in the kernel)
+    bs, cs = fused.STEPS["em"]
+    for size, shape in shapes.items():
+        for dtype in (torch.float32, torch.bfloat16):
+            g = torch.Generator().manual_seed(0)
+            x, *ks = (torch.randn(shape, generator=g).to(device, dtype) for _ in range(len(bs) + 1))
+            source = BrownianNoise(seeds_to_keys([11 + b for b in range(shape[0])], torch.device(device)))
+            noise = [(c, NoiseDraw(source, fused.STEP_INDEX, 0, 5.0, 3.0, (5.0, 3.0))) for c in cs]
+            dtype_name = str(dtype).removeprefix("torch.")
+            for backend, reason in eager_backends:
+                case = {"kind": "step", "step": "em", "noise": "brownian", "shape": size, "dtype": dtype_name,
+                        "backend": backend}
+                if reason is not None:
+                    record(dict(case, skipped=reason))
+                    continue
+                median = timing.median_seconds(functools.partial(solver_step, x, ks, fused.A, bs, noise=noise, backend=backend),
+                                               device)
+                record(dict(case, median_ms=round(median * 1e3, 4),
+                            vs_counter_noise=round(median / medians[("em", size, dtype_name, backend)], 2)))
 
 
 # -- results -------------------------------------------------------------------------------------------------------
@@ -445,8 +466,14 @@ def markdown_summary(doc: dict) -> str:
                   "| step | shape | dtype | " + " | ".join(backends) + " |", "|---" * (3 + len(backends)) + "|"]
         rows: dict[tuple, dict] = {}
         for c in steps:
-            cell = "skip" if "skipped" in c else f"{c['median_ms']:.4g} ({c['fraction_of_copy_bw']:.2f})"
-            rows.setdefault((c["step"], c["shape"], c["dtype"]), {})[c["backend"]] = cell
+            if "skipped" in c:
+                cell = "skip"
+            elif c["noise"] == "brownian":
+                cell = f"{c['median_ms']:.4g} ({c['vs_counter_noise']:.3g}x counter)"
+            else:
+                cell = f"{c['median_ms']:.4g} ({c['fraction_of_copy_bw']:.2f})"
+            label = c["step"] + (" brownian" if c["noise"] == "brownian" else "")
+            rows.setdefault((label, c["shape"], c["dtype"]), {})[c["backend"]] = cell
         lines += [f"| {' | '.join(key)} | {' | '.join(cells.get(b, '') for b in backends)} |" for key, cells in rows.items()]
     loops = [c for c in doc["benchmarks"] if c["kind"] == "loop"]
     if loops:

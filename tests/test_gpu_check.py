@@ -95,7 +95,7 @@ def test_results_schema_of_a_tiny_cpu_run(tmp_path):
     gpu_check.check_schema(json.loads(json.dumps(doc)))
     backends = {c["backend"] for c in doc["benchmarks"]}
     assert {"reference", "cpu", "eager"} <= backends
-    assert {c["noise"] for c in doc["benchmarks"] if c["kind"] == "step"} == {False, True}
+    assert {c["noise"] for c in doc["benchmarks"] if c["kind"] == "step"} == {"none", "counter", "brownian"}
     summary = gpu_check.markdown_summary(doc)
     assert "all phases passed" in summary and len(summary.splitlines()) < 40
     broken = dict(doc, phases=[dict(doc["phases"][0], status="maybe")])
