@@ -9,6 +9,7 @@ failing phase does not stop the later ones, and the exit code is 1 when any phas
   sanitizer  `compute-sanitizer --tool memcheck` on one small run of each CUDA op (skipped without the tool)
   bench      per-step time and fraction of the measured copy bandwidth of the fused step, every backend against
              the eager reference and torch.compile of it, without noise (euler) and with (em), fp32 and bf16;
+             the em step with Brownian noise against its counter-noise time;
              the 20-step SRK loop eager and as one replayed CUDA graph (median of triton.testing.do_bench)
 Results: bench/results/<gpu-name>-<date>.json and a one-screen summary <gpu-name>-<date>.md.
 
