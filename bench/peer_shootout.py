@@ -448,7 +448,7 @@ KNOWN_DIFFERENCES = (
 
 
 FLOW_PAIRS = (("euler", "comfy euler"), ("dpmpp_2m", "comfy dpmpp_2m"), ("ipndm", "comfy ipndm"),
-              ("ipndm_v", "comfy ipndm_v"), ("deis", "comfy deis"), ("lms", "comfy lms"), ("unipc", "comfy uni_pc"))
+              ("ipndm_v", "comfy ipndm_v"), ("deis", "comfy deis"), ("lms", "comfy lms"), ("unipc", "comfy uni_pc_bh2"))
 
 
 def _flow_pairs(results) -> list[tuple[str, str, int, int]]:
