@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.integrations.comfyui import SAMPLER_NAMES, register, sampler_function
+from fastdiff.integrations.comfyui import SAMPLER_NAMES, register, sampler_function, samplers
 from fastdiff.solvers import make_solver
 from fastdiff.toy import GaussianMixture
 
@@ -295,3 +295,23 @@ def test_grid_read_to_the_host_once():
     out = sampler_function("dpmpp_2m")(flow_model(), noise(), sigmas, callback=lambda info: None)
     assert HostReads.reads == 1
     torch.testing.assert_close(out.as_subclass(torch.Tensor), flow_model_dpmpp_2m(noise()), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("solver", ["sa_solver", "sa_solver_pece"])
+def test_sa_solver_takes_its_noise_window_from_the_model(solver, monkeypatch):
+    """ComfyUI's sample_sa_solver without tau_func puts the noise on the model's percent_to_sigma(0.2) .. (0.8): on a
+    flow model the flow times 0.8 .. 0.2, i.e. fastdiff's sigma 4 .. 0.25; options given to the sampler win."""
+    seen = []
+    real = samplers.sample
+    monkeypatch.setattr(samplers, "sample", lambda *a, **options: seen.append(options) or real(*a, **options))
+    model = flow_model()
+    sampling = model.inner_model.model_patcher.get_model_object("model_sampling")
+    sampling.percent_to_sigma = lambda percent: 1.0 - percent  # CONST: the flow time of that percent
+    sampler_function(solver)(model, noise(), torch.tensor(FLOW_GRID, dtype=torch.float64), extra_args={"seed": 1})
+    assert seen[-1]["sde_start_sigma"] == pytest.approx(4.0) and seen[-1]["sde_end_sigma"] == pytest.approx(0.25)
+    sampler_function(solver, sde_start_sigma=2.0)(model, noise(), torch.tensor(FLOW_GRID, dtype=torch.float64))
+    assert seen[-1]["sde_start_sigma"] == 2.0 and seen[-1]["sde_end_sigma"] == pytest.approx(0.25)
+    euler = []
+    monkeypatch.setattr(samplers, "sample", lambda *a, **options: euler.append(options) or real(*a, **options))
+    sampler_function("euler")(model, noise(), torch.tensor(FLOW_GRID, dtype=torch.float64))
+    assert "sde_start_sigma" not in euler[-1]

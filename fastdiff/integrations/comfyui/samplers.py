@@ -90,6 +90,19 @@ def comfy_callback(callback: Callable[[dict], None], kind: str, comfy_sigmas: to
     return on_step
 
 
+# Options whose ComfyUI default comes from the model: SA-Solver's noise window is the model's
+# percent_to_sigma(0.2) .. percent_to_sigma(0.8) (ComfyUI's sample_sa_solver without tau_func).
+_SA_SOLVERS = ("sa_solver", "sa_solver_pece")
+
+
+def model_defaults(solver: str, model_sampling: object, kind: str) -> dict:
+    """The solver options that ComfyUI derives from the model, in fastdiff's sigmas (given options win over them)."""
+    if solver not in _SA_SOLVERS or not hasattr(model_sampling, "percent_to_sigma"):
+        return {}
+    start, end = solver_grid(kind, [float(model_sampling.percent_to_sigma(0.2)), float(model_sampling.percent_to_sigma(0.8))])
+    return {"sde_start_sigma": start, "sde_end_sigma": end}
+
+
 def sampler_function(solver: str, **options) -> SamplerFunction:
     """A ComfyUI sampler function `(model, x, sigmas, extra_args=None, callback=None, disable=None)` running
     `fastdiff.sample` with `solver` and `options` (the solver's options, plus `backend`, `check_finite` and `noise`)."""
@@ -113,8 +126,9 @@ def sampler_function(solver: str, **options) -> SamplerFunction:
         state = to_solver_state(kind, x.to(working_dtype(x.dtype)), grid[0])
         denoiser = ComfyDenoiser(model, kind, extra_args, x.dtype, sigmas.dtype)
         steps = None if callback is None else comfy_callback(callback, kind, sigmas, x.dtype)
+        run_options = {**model_defaults(solver, model_sampling_of(model), kind), **options}
         out = sample(denoiser, state, grid, solver, seed=extra_args.get("seed"), callback=steps,
-                     progress=None if disable is None else not disable, **options)
+                     progress=None if disable is None else not disable, **run_options)
         return from_solver_state(kind, out, grid[-1]).to(x.dtype)
 
     suffix = BROWNIAN_SUFFIX if options.get("noise") == "brownian" else ""
