@@ -110,10 +110,11 @@ def run_demo(
 
 
 def format_table(rows: list[DemoRow]) -> str:
-    header = f"{'solver':<16}{'grid':<8}{'NFE':>5}{'steps':>7}{'sliced W2':>12}{'energy':>12}{'NLL gap':>12}"
+    width = max([len("solver"), *(len(r.solver) for r in rows)]) + 2
+    header = f"{'solver':<{width}}{'grid':<8}{'NFE':>5}{'steps':>7}{'sliced W2':>12}{'energy':>12}{'NLL gap':>12}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r.solver:<16}{r.grid:<8}{r.nfe:>5}{r.steps:>7}{r.sliced_w2:>12.4g}{r.energy:>12.4g}"
+        lines.append(f"{r.solver:<{width}}{r.grid:<8}{r.nfe:>5}{r.steps:>7}{r.sliced_w2:>12.4g}{r.energy:>12.4g}"
                      f"{r.nll_gap:>12.4g}")
     return "\n".join(lines)
 
