@@ -26,8 +26,8 @@ import math
 
 import numpy as np
 
-from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
+from fastdiff.solvers.eps_multistep import eps_update
 
 MAX_ORDER = 4
 VP_EPSILON, VP_SIGMA_MIN, VP_SIGMA_MAX = 1e-3, 0.002, 80.0
@@ -77,11 +77,6 @@ class DEIS(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = yield Evaluation(x, sigma)
         points = [(x, denoised, sigma), *self.history][: self.max_order]
-        weights = [c / s for c, (_, _, s) in zip(deis_coefficients(sigma_next, [s for _, _, s in points]), points, strict=True)]
-        ks, bs = [denoised], [-weights[0]]
-        for w, (x_j, d_j, _) in zip(weights[1:], points[1:], strict=True):
-            ks += [x_j, d_j]
-            bs += [w, -w]
-        x_next = solver_step(x, ks, 1.0 + weights[0], bs, backend=ctx.backend)
+        x_next = eps_update(x, points, deis_coefficients(sigma_next, [s for _, _, s in points]), ctx.backend)
         self.history = points[: self.max_order - 1]
         yield StepOutput(x_next, denoised, x, sigma)

@@ -18,8 +18,8 @@ carried into the Adams-Bashforth history.
 
 from __future__ import annotations
 
-from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
+from fastdiff.solvers.eps_multistep import eps_update
 
 ADAMS_BASHFORTH = (
     (1.0,),
@@ -47,11 +47,6 @@ class IPNDM(Solver):
         denoised = yield Evaluation(x, sigma)
         points = [(x, denoised, sigma), *self.history]
         dt = sigma_next - sigma
-        weights = [dt * w / s for w, (_, _, s) in zip(ADAMS_BASHFORTH[len(points) - 1], points, strict=True)]
-        ks, bs = [denoised], [-weights[0]]
-        for w, (x_j, d_j, _) in zip(weights[1:], points[1:], strict=True):
-            ks += [x_j, d_j]
-            bs += [w, -w]
-        x_next = solver_step(x, ks, 1.0 + weights[0], bs, backend=ctx.backend)
+        x_next = eps_update(x, points, [dt * w for w in ADAMS_BASHFORTH[len(points) - 1]], ctx.backend)
         self.history = points[: self.max_order - 1]
         yield StepOutput(x_next, denoised, x, sigma)

@@ -22,8 +22,8 @@ From sigma = inf the loop takes the Euler limit x' = D + sigma' n and the histor
 
 from __future__ import annotations
 
-from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
+from fastdiff.solvers.eps_multistep import eps_update
 
 MAX_ORDER = 4
 
@@ -74,13 +74,7 @@ class IPNDMV(Solver):
         denoised = yield Evaluation(x, sigma)
         points = [(x, denoised, sigma), *self.history]
         dt = sigma_next - sigma
-        weights = [
-            dt * w / s for w, (_, _, s) in zip(ipndm_v_weights(sigma_next, [s for _, _, s in points]), points, strict=True)
-        ]
-        ks, bs = [denoised], [-weights[0]]
-        for w, (x_j, d_j, _) in zip(weights[1:], points[1:], strict=True):
-            ks += [x_j, d_j]
-            bs += [w, -w]
-        x_next = solver_step(x, ks, 1.0 + weights[0], bs, backend=ctx.backend)
+        coefficients = [dt * w for w in ipndm_v_weights(sigma_next, [s for _, _, s in points])]
+        x_next = eps_update(x, points, coefficients, ctx.backend)
         self.history = points[: self.max_order - 1]
         yield StepOutput(x_next, denoised, x, sigma)

@@ -13,8 +13,8 @@ sigma = inf the loop takes the Euler limit x' = D + sigma' n and the history sta
 
 from __future__ import annotations
 
-from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
+from fastdiff.solvers.eps_multistep import eps_update
 from fastdiff.validation import check_positive_int
 
 
@@ -46,11 +46,6 @@ class LMS(Solver):
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         denoised = yield Evaluation(x, sigma)
         points = [(x, denoised, sigma), *self.history]
-        weights = [c / s for c, (_, _, s) in zip(lms_coefficients(sigma_next, [s for _, _, s in points]), points, strict=True)]
-        ks, bs = [denoised], [-weights[0]]
-        for w, (x_j, d_j, _) in zip(weights[1:], points[1:], strict=True):
-            ks += [x_j, d_j]
-            bs += [w, -w]
-        x_next = solver_step(x, ks, 1.0 + weights[0], bs, backend=ctx.backend)
+        x_next = eps_update(x, points, lms_coefficients(sigma_next, [s for _, _, s in points]), ctx.backend)
         self.history = points[: self.lms_order - 1]
         yield StepOutput(x_next, denoised, x, sigma)
