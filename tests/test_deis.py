@@ -18,22 +18,14 @@ import numpy as np
 import pytest
 import test_ode_order as ode_order
 import torch
+from peer_targets import start, targets
 
 import fastdiff
 from fastdiff import sampling
 from fastdiff.solvers import make_solver
 from fastdiff.solvers.deis import VP_BETA_D, VP_BETA_MIN, deis_coefficients, vp_time
 
-
-def gaussian_8d() -> fastdiff.toy.GaussianMixture:
-    g = torch.Generator().manual_seed(4)
-    a = torch.randn(8, 8, generator=g, dtype=torch.float64)
-    return fastdiff.toy.GaussianMixture.gaussian(
-        torch.randn(8, generator=g, dtype=torch.float64), a @ a.T / 8 + 0.01 * torch.eye(8, dtype=torch.float64)
-    )
-
-
-TARGETS = {"gaussian_8d": gaussian_8d(), "ring_2d": fastdiff.toy.GaussianMixture.ring(k=5, radius=3.0, std=0.4)}
+TARGETS = targets(seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +35,6 @@ def comfy():
 
     return env, deis
 
-
-def start(gm, sigma_max: float, seed: int) -> torch.Tensor:
-    return sigma_max * torch.randn(32, gm.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def fastdiff_coefficient_list(t_steps, max_order, deis_mode="tab"):

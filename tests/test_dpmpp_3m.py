@@ -19,25 +19,16 @@ import numpy as np
 import pytest
 import test_ode_order as ode_order
 import torch
+from peer_targets import start, targets
 
 import fastdiff
 from fastdiff import sampling
 from fastdiff.solvers import make_solver
-from fastdiff.toy import GaussianMixture
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is an optional dependency: pip install fastdiff[diffusers]")
 from diffusers.schedulers import scheduling_dpmsolver_multistep as dpm_module  # noqa: E402
 
-
-def gaussian_8d() -> GaussianMixture:
-    g = torch.Generator().manual_seed(6)
-    a = torch.randn(8, 8, generator=g, dtype=torch.float64)
-    return GaussianMixture.gaussian(
-        torch.randn(8, generator=g, dtype=torch.float64), a @ a.T / 8 + 0.01 * torch.eye(8, dtype=torch.float64)
-    )
-
-
-TARGETS = {"gaussian_8d": gaussian_8d(), "ring_2d": GaussianMixture.ring(k=5, radius=3.0, std=0.4)}
+TARGETS = targets(seed=6)
 
 
 class Float64Torch(types.ModuleType):
@@ -73,9 +64,6 @@ def diffusers_dpmpp_3m(gm, x, sigmas, **config):
     assert x_vp.dtype == torch.float64
     return x_vp / alpha[-1]
 
-
-def start(gm, sigma_max, seed):
-    return sigma_max * torch.randn(32, gm.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 CONFIGS = [{"solver_type": t, "lower_order_final": f} for t in ("midpoint", "heun") for f in (True, False)]
@@ -124,19 +112,6 @@ def test_options_change_the_result():
     ]
     for other in runs[1:]:
         assert not torch.allclose(runs[0], other, rtol=1e-6, atol=1e-6)
-
-
-def test_one_evaluation_per_step():
-    gm = TARGETS["gaussian_8d"]
-    sigmas = fastdiff.get_sigmas("karras", 9, 0.002, 80.0)
-    calls = []
-
-    def counted(x, sigma):
-        calls.append(float(sigma[0]))
-        return gm.denoiser(x, sigma)
-
-    fastdiff.sample(counted, start(gm, 80.0, 0), sigmas, "dpmpp_3m")
-    assert calls == sigmas[:-1].tolist()
 
 
 @pytest.mark.parametrize(

@@ -6,36 +6,18 @@ from __future__ import annotations
 
 import inspect
 
-import comfy_env
 import numpy as np
 import pytest
 import test_ode_order as ode_order
 import torch
+from peer_targets import start, targets
 
 import fastdiff
 from fastdiff import sampling
 from fastdiff.solvers import make_solver
-from fastdiff.toy import GaussianMixture
 
+TARGETS = targets(seed=5)
 
-def gaussian_8d() -> GaussianMixture:
-    g = torch.Generator().manual_seed(5)
-    a = torch.randn(8, 8, generator=g, dtype=torch.float64)
-    return GaussianMixture.gaussian(
-        torch.randn(8, generator=g, dtype=torch.float64), a @ a.T / 8 + 0.01 * torch.eye(8, dtype=torch.float64)
-    )
-
-
-TARGETS = {"gaussian_8d": gaussian_8d(), "ring_2d": GaussianMixture.ring(k=5, radius=3.0, std=0.4)}
-
-
-@pytest.fixture(scope="module")
-def comfy():
-    return comfy_env.load()
-
-
-def start(gm: GaussianMixture, sigma_max: float, seed: int) -> torch.Tensor:
-    return sigma_max * torch.randn(32, gm.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -11,33 +11,18 @@ from __future__ import annotations
 import inspect
 import math
 
-import comfy_env
 import numpy as np
 import pytest
 import test_ode_order as ode_order
 import torch
+from peer_targets import start, targets
 
 import fastdiff
 from fastdiff import sampling
 from fastdiff.solvers import make_solver
 from fastdiff.solvers.ipndm_v import ipndm_v_weights
-from fastdiff.toy import GaussianMixture
 
-
-def gaussian_8d() -> GaussianMixture:
-    g = torch.Generator().manual_seed(3)
-    a = torch.randn(8, 8, generator=g, dtype=torch.float64)
-    return GaussianMixture.gaussian(
-        torch.randn(8, generator=g, dtype=torch.float64), a @ a.T / 8 + 0.01 * torch.eye(8, dtype=torch.float64)
-    )
-
-
-TARGETS = {"gaussian_8d": gaussian_8d(), "ring_2d": GaussianMixture.ring(k=5, radius=3.0, std=0.4)}
-
-
-@pytest.fixture(scope="module")
-def comfy():
-    return comfy_env.load()
+TARGETS = targets(seed=3)
 
 
 REFERENCE_WEIGHT = "coeff4 = -temp2 * (h_n_1 * (h_n_1 + h_n_2) / (h_n_2 * (h_n_2 + h_n_3))) * h_n_1 / h_n_2"
@@ -51,9 +36,6 @@ def comfyui_with_consistent_weight(comfy):
     exec(source.replace(REFERENCE_WEIGHT, REFERENCE_WEIGHT[: -len("h_n_1 / h_n_2")] + "h_n_2 / h_n_3"), namespace)
     return namespace["sample_ipndm_v"]
 
-
-def start(gm: GaussianMixture, sigma_max: float, seed: int) -> torch.Tensor:
-    return sigma_max * torch.randn(32, gm.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -10,38 +10,20 @@ from __future__ import annotations
 import inspect
 import math
 
-import comfy_env
 import numpy as np
 import pytest
 import test_ode_order as ode_order
 import torch
 from kdiffusion_loader import load_kdiffusion_sampling
+from peer_targets import start, targets
 
 import fastdiff
 from fastdiff import sampling
 from fastdiff.solvers import make_solver
 from fastdiff.solvers.lms import lms_coefficients
-from fastdiff.toy import GaussianMixture
 
+TARGETS = targets(seed=4)
 
-def gaussian_8d() -> GaussianMixture:
-    g = torch.Generator().manual_seed(4)
-    a = torch.randn(8, 8, generator=g, dtype=torch.float64)
-    return GaussianMixture.gaussian(
-        torch.randn(8, generator=g, dtype=torch.float64), a @ a.T / 8 + 0.01 * torch.eye(8, dtype=torch.float64)
-    )
-
-
-TARGETS = {"gaussian_8d": gaussian_8d(), "ring_2d": GaussianMixture.ring(k=5, radius=3.0, std=0.4)}
-
-
-@pytest.fixture(scope="module")
-def comfy():
-    return comfy_env.load()
-
-
-def start(gm: GaussianMixture, sigma_max: float, seed: int) -> torch.Tensor:
-    return sigma_max * torch.randn(32, gm.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -100,19 +82,6 @@ def test_coefficients_integrate_polynomials_exactly():
                 exact = (s_next ** (degree + 1) - s[0] ** (degree + 1)) / (degree + 1)
                 assert math.isclose(sum(cj * t**degree for cj, t in zip(c, s, strict=False)), exact, abs_tol=1e-8)
     assert lms_coefficients(-1.0, [0.0, 1.0, 2.0, 3.0]) == pytest.approx([-55 / 24, 59 / 24, -37 / 24, 9 / 24], abs=1e-14)
-
-
-def test_one_evaluation_per_step():
-    gm = TARGETS["gaussian_8d"]
-    sigmas = fastdiff.get_sigmas("karras", 9, 0.002, 80.0)
-    calls = []
-
-    def counted(x, sigma):
-        calls.append(float(sigma[0]))
-        return gm.denoiser(x, sigma)
-
-    fastdiff.sample(counted, start(gm, 80.0, 0), sigmas, "lms")
-    assert calls == sigmas[:-1].tolist()
 
 
 def test_order_1_is_euler():

@@ -111,6 +111,8 @@ def test_model_evaluations(name, sigmas):
     fastdiff.sample(model, start(), sigmas, name, seed=0)
     assert len(calls) == expected_evaluations(name, sigmas)
     assert calls[0] == float(sigmas[0]) and all(s > 0 for s in calls)
+    if name in ONE_PER_STEP and not make_solver(name).stochastic:  # no stage points: once at each step's start
+        assert calls == [float(s) for s in sigmas[:-1]]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -15,24 +15,16 @@ import numpy as np
 import pytest
 import test_ode_order as ode_order
 import torch
+from peer_targets import start, targets
 
 import fastdiff
 from fastdiff import sampling
 from fastdiff.solvers import make_solver
-from fastdiff.toy import GaussianMixture
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is an optional dependency: pip install fastdiff[diffusers]")
 
 
-def gaussian_8d() -> GaussianMixture:
-    g = torch.Generator().manual_seed(5)
-    a = torch.randn(8, 8, generator=g, dtype=torch.float64)
-    return GaussianMixture.gaussian(
-        torch.randn(8, generator=g, dtype=torch.float64), a @ a.T / 8 + 0.01 * torch.eye(8, dtype=torch.float64)
-    )
-
-
-TARGETS = {"gaussian_8d": gaussian_8d(), "ring_2d": GaussianMixture.ring(k=5, radius=3.0, std=0.4)}
+TARGETS = targets(seed=5)
 
 
 def diffusers_unipc(gm, x, sigmas, stop_before_last=False, **config):
@@ -51,9 +43,6 @@ def diffusers_unipc(gm, x, sigmas, stop_before_last=False, **config):
         x_vp = scheduler.step(denoised, t, x_vp).prev_sample
     return x_vp / alpha[-1]
 
-
-def start(gm, sigma_max, seed):
-    return sigma_max * torch.randn(32, gm.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 CONFIGS = [
@@ -112,19 +101,6 @@ def test_disable_corrector_matches_diffusers(disable):
     theirs = diffusers_unipc(gm, x, sigmas, solver_order=3, disable_corrector=disable)
     torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
     assert not torch.allclose(ours, fastdiff.sample(gm.denoiser, x, sigmas, "unipc"), rtol=1e-6, atol=1e-6)
-
-
-def test_one_evaluation_per_step():
-    gm = TARGETS["gaussian_8d"]
-    sigmas = fastdiff.get_sigmas("karras", 9, 0.002, 80.0)
-    calls = []
-
-    def counted(x, sigma):
-        calls.append(float(sigma[0]))
-        return gm.denoiser(x, sigma)
-
-    fastdiff.sample(counted, start(gm, 80.0, 0), sigmas, "unipc")
-    assert calls == sigmas[:-1].tolist()
 
 
 @pytest.mark.parametrize(
