@@ -127,6 +127,13 @@ def check_progress(value: object) -> bool | None:
     return value
 
 
+def check_int_in(value: object, name: str, low: int, high: int) -> int:
+    """An int (not a bool) in [low, high]; anything else raises ValueError naming `name` and the range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+    return value
+
+
 def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")

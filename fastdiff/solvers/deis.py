@@ -28,6 +28,7 @@ import numpy as np
 
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.solvers.eps_multistep import eps_update
+from fastdiff.validation import check_int_in
 
 MAX_ORDER = 4
 VP_EPSILON, VP_SIGMA_MIN, VP_SIGMA_MAX = 1e-3, 0.002, 80.0
@@ -66,9 +67,7 @@ class DEIS(Solver):
     order = 2  # measured (module docstring)
 
     def __init__(self, max_order: int = 3):
-        if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= MAX_ORDER:
-            raise ValueError(f"max_order must be an int in [1, {MAX_ORDER}], got {max_order!r}")
-        self.max_order = max_order
+        self.max_order = check_int_in(max_order, "max_order", 1, MAX_ORDER)
         if max_order == 1:
             self.order = 1
         self.history: list[tuple] = []  # (x, D, sigma) of the previous steps, newest first

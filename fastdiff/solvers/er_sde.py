@@ -19,7 +19,7 @@ import math
 
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
-from fastdiff.validation import check_number
+from fastdiff.validation import check_int_in, check_number
 
 NOISE_SCALERS = ("er_sde", "reverse_sde")
 MAX_STAGE = 3
@@ -56,8 +56,7 @@ class ERSDE(Solver):
     stochastic = True  # the defaults draw noise; the instance says for its options
 
     def __init__(self, max_stage: int = MAX_STAGE, s_noise: float = 1.0, noise_scaler: str = "er_sde", eta: float = 1.0):
-        if isinstance(max_stage, bool) or not isinstance(max_stage, int) or not 1 <= max_stage <= MAX_STAGE:
-            raise ValueError(f"max_stage must be an int in [1, {MAX_STAGE}], got {max_stage!r}")
+        check_int_in(max_stage, "max_stage", 1, MAX_STAGE)
         if noise_scaler not in NOISE_SCALERS:
             raise ValueError(f"noise_scaler must be one of {NOISE_SCALERS}, got {noise_scaler!r}")
         self.eta = check_number(eta, "eta")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.solvers.eps_multistep import eps_update
+from fastdiff.validation import check_int_in
 
 ADAMS_BASHFORTH = (
     (1.0,),
@@ -36,9 +37,7 @@ class IPNDM(Solver):
     denoises_at_zero = False  # the Adams-Bashforth formula is kept on the step to 0 (module docstring)
 
     def __init__(self, max_order: int = 4):
-        if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= len(ADAMS_BASHFORTH):
-            raise ValueError(f"max_order must be an int in [1, {len(ADAMS_BASHFORTH)}], got {max_order!r}")
-        self.max_order = max_order
+        self.max_order = check_int_in(max_order, "max_order", 1, len(ADAMS_BASHFORTH))
         self.order = min(max_order, 2)  # the global order (module docstring)
         self.history: list[tuple] = []  # (x, D, sigma) of the previous steps, newest first
 

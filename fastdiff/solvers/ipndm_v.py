@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.solvers.eps_multistep import eps_update
+from fastdiff.validation import check_int_in
 
 MAX_ORDER = 4
 
@@ -63,9 +64,7 @@ class IPNDMV(Solver):
     evaluations_per_step = 1
 
     def __init__(self, max_order: int = 4):
-        if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= MAX_ORDER:
-            raise ValueError(f"max_order must be an int in [1, {MAX_ORDER}], got {max_order!r}")
-        self.max_order = max_order
+        self.max_order = check_int_in(max_order, "max_order", 1, MAX_ORDER)
         self.order = min(max_order, 2)  # the global order (module docstring)
         self.history: list[tuple] = []  # (x, D, sigma) of the previous steps, newest first
 

@@ -22,7 +22,7 @@ import math
 
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
-from fastdiff.validation import check_flag, check_number
+from fastdiff.validation import check_flag, check_int_in, check_number
 
 MAX_ORDER = 6  # ComfyUI's SamplerSASolver widget bounds: predictor 1-6, corrector 0-6
 # ComfyUI's defaults read the interval from the model, percent_to_sigma(0.2) and (0.8); for an EDM model on
@@ -75,9 +75,8 @@ class SASolver(Solver):
         sde_start_sigma: float = SDE_START_SIGMA,
         sde_end_sigma: float = SDE_END_SIGMA,
     ):
-        for value, low, label in ((predictor_order, 1, "predictor_order"), (corrector_order, 0, "corrector_order")):
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_ORDER:
-                raise ValueError(f"{label} must be an int in [{low}, {MAX_ORDER}], got {value!r}")
+        check_int_in(predictor_order, "predictor_order", 1, MAX_ORDER)
+        check_int_in(corrector_order, "corrector_order", 0, MAX_ORDER)
         self.eta = check_number(eta, "eta")
         self.s_noise = check_number(s_noise, "s_noise")
         self.sde_start_sigma = check_number(sde_start_sigma, "sde_start_sigma", allow_inf=True)

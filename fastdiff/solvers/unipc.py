@@ -19,7 +19,7 @@ import math
 
 from fastdiff.ops.solver_step import solver_step
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
-from fastdiff.validation import check_flag
+from fastdiff.validation import check_flag, check_int_in
 
 MAX_SOLVER_ORDER = 3
 SOLVER_TYPES = ("bh1", "bh2")
@@ -65,8 +65,7 @@ class UniPC(Solver):
         lower_order_final: bool = True,
         disable_corrector: list[int] | tuple[int, ...] = (),
     ):
-        if isinstance(solver_order, bool) or not isinstance(solver_order, int) or not 1 <= solver_order <= MAX_SOLVER_ORDER:
-            raise ValueError(f"solver_order must be an int in [1, {MAX_SOLVER_ORDER}], got {solver_order!r}")
+        check_int_in(solver_order, "solver_order", 1, MAX_SOLVER_ORDER)
         if solver_type not in SOLVER_TYPES:
             raise ValueError(f"solver_type must be one of {SOLVER_TYPES}, got {solver_type!r}")
         check_flag(lower_order_final, "lower_order_final")
