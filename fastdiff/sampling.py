@@ -14,10 +14,13 @@ A grid may start at sigma = inf (a flow model at t = 1, x the unit noise), as in
 
 from __future__ import annotations
 
+import torch
+
 from fastdiff.driver import sample
 from fastdiff.ops.brownian import BrownianTreeNoiseSampler as BrownianTreeNoiseSampler  # k-diffusion's name, re-exported
 from fastdiff.solvers.sa_solver import SDE_END_SIGMA as SA_SDE_END_SIGMA
 from fastdiff.solvers.sa_solver import SDE_START_SIGMA as SA_SDE_START_SIGMA
+from fastdiff.validation import check_positive, check_positive_int
 
 
 def _k_sample(solver, model, x, sigmas, extra_args, callback, disable, **options):
@@ -47,9 +50,12 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
     return _k_sample("dpmpp_2m", model, x, sigmas, extra_args, callback, disable, backend=backend)
 
 
-def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4, backend="auto"):
-    """iPNDM, Adams-Bashforth on eps of order up to `max_order` (Zhang & Chen 2023; LD3's base solver, arXiv 2405.15506)."""
-    return _k_sample("ipndm", model, x, sigmas, extra_args, callback, disable, backend=backend, max_order=max_order)
+def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4, denoise_to_zero=False,
+                 backend="auto"):
+    """iPNDM, Adams-Bashforth on eps of order up to `max_order` (Zhang & Chen 2023; LD3's base solver, arXiv 2405.15506);
+    `denoise_to_zero=True`: the step to sigma' = 0 is x' = D, as ComfyUI's `sample_ipndm` takes it."""
+    return _k_sample("ipndm", model, x, sigmas, extra_args, callback, disable, backend=backend, max_order=max_order,
+                     denoise_to_zero=denoise_to_zero)
 
 
 def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4, backend="auto"):
@@ -223,3 +229,43 @@ def sample_sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disa
                      noise_sampler=noise_sampler, backend=backend, eta=eta, s_noise=s_noise,
                      predictor_order=predictor_order, corrector_order=corrector_order, simple_order_2=simple_order_2,
                      sde_start_sigma=sde_start_sigma, sde_end_sigma=sde_end_sigma)
+
+
+def sample_dpm_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, orders=None,
+                      backend="auto"):
+    """Singlestep DPM-Solver-1/2/3 on eps (Lu et al. 2022, arXiv 2206.00927): `order` evaluations per step, or one
+    order per step of the grid in `orders`."""
+    return _k_sample("dpm_solver", model, x, sigmas, extra_args, callback, disable, backend=backend, order=order,
+                     orders=orders)
+
+
+def dpm_fast_plan(sigma_min: float, sigma_max: float, n: int) -> tuple[list[float], list[int]]:
+    """DPM-Solver-fast's grid and orders for n evaluations: n // 3 + 1 steps uniform in lambda = -log sigma from
+    sigma_max to sigma_min, all of order 3 but the last, of order n % 3, or, where 3 divides n, the last two of
+    orders 2 and 1 (the paper's Sec. 3.3)."""
+    steps = n // 3 + 1
+    lambdas = torch.linspace(-torch.tensor(sigma_max, dtype=torch.float64).log().item(),
+                             -torch.tensor(sigma_min, dtype=torch.float64).log().item(), steps + 1, dtype=torch.float64)
+    orders = [3] * (steps - 2) + [2, 1] if n % 3 == 0 else [3] * (steps - 1) + [n % 3]
+    return lambdas.neg().exp().tolist(), orders
+
+
+def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback=None, disable=None, eta=0.0,
+                    s_noise=1.0, noise_sampler=None, backend="auto"):
+    """DPM-Solver-fast (k-diffusion's `sample_dpm_fast`): n model evaluations on `dpm_fast_plan`'s grid, no step to 0.
+    The grid is built in float64 (k-diffusion's in torch's default dtype). eta > 0 (k-diffusion's ancestral variant)
+    is not implemented; at eta = 0 s_noise and noise_sampler do nothing, as in k-diffusion. The callback dict also
+    holds k-diffusion's 't' and 't_up' (-log sigma and -log sigma_hat)."""
+    if eta != 0.0:
+        raise NotImplementedError(f"sample_dpm_fast: eta > 0 (ancestral DPM-Solver-fast) is not implemented, got eta={eta!r}")
+    sigma_min = check_positive(float(sigma_min) if isinstance(sigma_min, torch.Tensor) else sigma_min, "sigma_min")
+    sigma_max = check_positive(float(sigma_max) if isinstance(sigma_max, torch.Tensor) else sigma_max, "sigma_max")
+    if not sigma_min < sigma_max:
+        raise ValueError(f"sigma_min must be below sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    sigmas, orders = dpm_fast_plan(sigma_min, sigma_max, check_positive_int(n, "n"))
+    step_callback = None
+    if callback is not None:
+        def step_callback(info):
+            callback({**info, "t": -info["sigma"].log(), "t_up": -info["sigma_hat"].log()})
+    return _k_sample("dpm_solver", model, x, sigmas, extra_args, step_callback, disable, backend=backend, orders=orders)
+

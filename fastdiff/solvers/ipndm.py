@@ -10,7 +10,8 @@ one solver step per evaluation and no eps tensor is ever materialized. The Adams
 
 The step to sigma' = 0 keeps the same formula, x' = x - sigma eps_bar (= D_i - sigma (eps_bar - eps_i)): the
 reference implementations (LD3's samplers/ipndm.py, diff-sampler's) stop at sigma_min > 0 and never take that
-step; ComfyUI's port replaces it by x' = D_i. The two differ by O(sigma_min) times the change in eps.
+step; ComfyUI's port replaces it by x' = D_i, which `denoise_to_zero=True` takes (the loop's denoising step). The two
+differ by O(sigma_min) times the change in eps; neither is better on every target of bench/SHOOTOUT.md.
 From sigma = inf the loop takes the step x' = D + sigma' n (the Euler limit, (kept, fresh) = (1, 0)) and the history
 starts at step 1 with the first-step rule (Euler), as a run from a finite sigma_max would: the point at inf is not
 carried into the Adams-Bashforth history.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from fastdiff.solvers.base import Evaluation, Solver, StepOutput
 from fastdiff.solvers.eps_multistep import eps_update
-from fastdiff.validation import check_int_in
+from fastdiff.validation import check_flag, check_int_in
 
 ADAMS_BASHFORTH = (
     (1.0,),
@@ -36,8 +37,9 @@ class IPNDM(Solver):
     learnable_schedule = True
     denoises_at_zero = False  # the Adams-Bashforth formula is kept on the step to 0 (module docstring)
 
-    def __init__(self, max_order: int = 4):
+    def __init__(self, max_order: int = 4, denoise_to_zero: bool = False):
         self.max_order = check_int_in(max_order, "max_order", 1, len(ADAMS_BASHFORTH))
+        self.denoises_at_zero = check_flag(denoise_to_zero, "denoise_to_zero")
         self.order = min(max_order, 2)  # the global order (module docstring)
         self.history: list[tuple] = []  # (x, D, sigma) of the previous steps, newest first
 
