@@ -329,3 +329,20 @@ def test_flow_options_are_refused_for_sigma_range_kinds(option):
 def test_sigma_range_kinds_need_both_ends():
     with pytest.raises(ValueError, match=r"kind='logsnr' needs sigma_min and sigma_max, got sigma_min=0.01, sigma_max=None"):
         fastdiff.get_sigmas("logsnr", 5, 0.01)
+
+
+@pytest.mark.parametrize("kind", sorted(GRIDS))
+@pytest.mark.parametrize("n", [2, 3, 17])
+def test_from_infinity_puts_inf_before_the_kinds_n_minus_one_levels(kind, n):
+    sigmas = fastdiff.get_sigmas(kind, n, 0.002, 80.0, from_infinity=True)
+    assert sigmas.shape == (n + 1,) and math.isinf(sigmas[0].item())
+    assert torch.equal(sigmas[1:], fastdiff.get_sigmas(kind, n - 1, 0.002, 80.0))
+    assert sigma_to_flow_t(sigmas)[0].item() == 1.0
+
+
+def test_from_infinity_one_step_and_bad_values():
+    assert fastdiff.get_sigmas("logsnr", 1, 0.002, 80.0, from_infinity=True).tolist() == [math.inf, 0.0]
+    with pytest.raises(TypeError, match="from_infinity must be a bool"):
+        fastdiff.get_sigmas("logsnr", 4, 0.002, 80.0, from_infinity=1)
+    with pytest.raises(ValueError, match="from_infinity applies to the sigma-range kinds"):
+        fastdiff.get_sigmas("flow", 4, from_infinity=True)
