@@ -158,6 +158,11 @@ def sample(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable with a dict, got {type(callback).__name__}")
     rule = make_solver(solver, **solver_options)
+    if rule.stochastic and getattr(denoiser, "flow_time_coordinates", False):
+        given = f" with {solver_options}" if solver_options else ""
+        raise ValueError(f"solver {solver!r}{given} is stochastic: its noise assumes x = x0 + sigma eps, "
+                         "which the flow state x_t of a denoiser in flow-time coordinates (FlowTimeDenoiser) is not; use "
+                         "FlowDenoiser for stochastic sampling")
     source = None
     if rule.stochastic or noise_sampler is not None:
         source = noise_source(noise, noise_sampler, seed, x, backend)

@@ -80,14 +80,15 @@ def _checked_output(out: object, x: torch.Tensor, what: str) -> torch.Tensor:
     return out
 
 
-def _flow_t_batch(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A flow time (a float, a 0-d or a [B] tensor) as a [B] tensor like `sigma_batch`, refused outside [0, 1]."""
+def _flow_t_batch(t: float | torch.Tensor, x: torch.Tensor, name: str = "t") -> torch.Tensor:
+    """A flow time (a float, a 0-d or a [B] tensor) as a [B] tensor like `sigma_batch`, refused outside [0, 1];
+    `name` is the argument that holds it."""
     if isinstance(t, bool) or not isinstance(t, (int, float, torch.Tensor)):
-        raise TypeError(f"t must be a float, a 0-d tensor or a [B] tensor, got {type(t).__name__}")
+        raise TypeError(f"{name} must be a float, a 0-d tensor or a [B] tensor, got {type(t).__name__}")
     tb = sigma_batch(t, x)
     if values_checkable(tb) and not bool(((tb >= 0) & (tb <= 1)).all()):
         bad = tb[~((tb >= 0) & (tb <= 1))][0].item()
-        raise ValueError(f"t must lie in [0, 1] (flow time: x_t = (1 - t) x0 + t eps), got {bad!r}")
+        raise ValueError(f"{name} must lie in [0, 1] (flow time: x_t = (1 - t) x0 + t eps), got {bad!r}")
     return tb
 
 
@@ -371,16 +372,8 @@ class GroupedDenoiser(nn.Module):
         return out
 
 
-class FlowDenoiser(nn.Module):
-    """A rectified-flow model `model(x_t, t * time_scale, **extra_args)` (SD3, Flux, Wan) as a VE denoiser
-    (docs/ALGORITHMS.md section 14). The model sees x_t = (1 - t) x0 + t eps at t = sigma/(1 + sigma), a [B] tensor,
-    with x_t = x/(1 + sigma) (x itself, the unit noise, at sigma = inf), and its prediction converts to
-        velocity (v = eps - x0):  D = x_t - t v
-        x0:                       D = the output
-        eps:                      D = (x_t - t eps)/(1 - t)   (no limit at t = 1: sigma = inf is refused)
-    `time_scale` multiplies t for a network trained on another time unit (1000 for diffusers' flow transformers).
-    Arithmetic in the working dtype of x (`fastdiff.dtypes`); the model gets x_t in x's dtype, D comes back in it.
-    """
+class _FlowModel(nn.Module):
+    """Shared body of the flow wrappers: the options, and the model's prediction at (x_t, t) turned into x0."""
 
     def __init__(self, model: Callable[..., torch.Tensor], prediction: str = "velocity", time_scale: float = 1.0):
         super().__init__()
@@ -392,27 +385,65 @@ class FlowDenoiser(nn.Module):
         self.prediction = prediction
         self.time_scale = check_positive(time_scale, "time_scale")
 
+    def _x0(self, x_t: torch.Tensor, t: torch.Tensor, like: torch.Tensor, extra_args: dict) -> torch.Tensor:
+        """x0 from the model at x_t (working dtype) and the [B] flow time t; the model sees x_t in like's dtype."""
+        out = self.model(x_t.to(like.dtype), t * self.time_scale, **extra_args)
+        out, tb = _checked_output(out, like, f"{type(self).__name__}'s model").to(t.dtype), _per_sample(t, like)
+        if self.prediction == "velocity":
+            return x_t - tb * out
+        if self.prediction == "x0":
+            return out
+        return (x_t - tb * out) / (1.0 - tb)
+
+    def _refuse_eps_at_one(self, at_one: torch.Tensor, where: str) -> None:
+        if self.prediction == "eps" and values_checkable(at_one) and bool(at_one.any()):
+            raise ValueError(f"{type(self).__name__} with prediction='eps' has no denoiser at {where}: "
+                             "D = (x_t - t eps)/(1 - t) divides by 0; use a velocity or x0 model or start below t = 1")
+
+
+class FlowDenoiser(_FlowModel):
+    """A rectified-flow model `model(x_t, t * time_scale, **extra_args)` (SD3, Flux, Wan) as a VE denoiser
+    (docs/ALGORITHMS.md section 14). The model sees x_t = (1 - t) x0 + t eps at t = sigma/(1 + sigma), a [B] tensor,
+    with x_t = x/(1 + sigma) (x itself, the unit noise, at sigma = inf), and its prediction converts to
+        velocity (v = eps - x0):  D = x_t - t v
+        x0:                       D = the output
+        eps:                      D = (x_t - t eps)/(1 - t)   (no limit at t = 1: sigma = inf is refused)
+    `time_scale` multiplies t for a network trained on another time unit (1000 for diffusers' flow transformers).
+    Arithmetic in the working dtype of x (`fastdiff.dtypes`); the model gets x_t in x's dtype, D comes back in it.
+    """
+
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
         s = _check_sigma_batch(sigma_batch(sigma, x))
-        if self.prediction == "eps" and values_checkable(s) and bool(torch.isinf(s).any()):
-            raise ValueError("FlowDenoiser with prediction='eps' has no denoiser at sigma = inf (t = 1): "
-                             "D = (x_t - t eps)/(1 - t) divides by 0; use a velocity or x0 model or start below t = 1")
-        t = sigma_to_flow_t(s)
+        self._refuse_eps_at_one(torch.isinf(s), "sigma = inf (t = 1)")
         x_t = ve_to_flow(x.to(s.dtype), s)
-        out = _checked_output(self.model(x_t.to(x.dtype), t * self.time_scale, **extra_args), x, "FlowDenoiser's model")
-        out, tb = out.to(s.dtype), _per_sample(t, x)
-        if self.prediction == "velocity":
-            denoised = x_t - tb * out
-        elif self.prediction == "x0":
-            denoised = out
-        else:
-            denoised = (x_t - tb * out) / (1.0 - tb)
-        return denoised.to(x.dtype)
+        return self._x0(x_t, sigma_to_flow_t(s), x, extra_args).to(x.dtype)
+
+
+class FlowTimeDenoiser(_FlowModel):
+    """A rectified-flow model in its own coordinates (x_t, t), for the deterministic solvers (docs/ALGORITHMS.md
+    section 27): the solver's state is x_t = (1 - t) x0 + t eps itself and its sigma is the flow time t in [0, 1];
+    returns the x0 prediction D_t(x_t, t) from `model(x_t, t * time_scale, **extra_args)`:
+        velocity:  D_t = x_t - t v      x0:  D_t = the output      eps:  D_t = (x_t - t eps)/(1 - t)  (t = 1 refused)
+    Then dx_t/dt = (x_t - D_t)/t, the VE probability-flow ODE with sigma := t, so every ODE solver runs unchanged on a
+    grid in t from 1 to 0: `sigma_to_flow_t(fastdiff.get_sigmas("flow", n, ...))` (exact ends: inf -> 1, 0 -> 0), the
+    ComfyUI convention (its CONST sampling's sigma is t). A multistep rule then extrapolates in t, not in VE sigma: a
+    different method from the same solver through `FlowDenoiser`. The stochastic solvers' noise assumes x = x0 +
+    sigma eps, which x_t is not: `fastdiff.sample` refuses them with this wrapper (`flow_time_coordinates`); use
+    `FlowDenoiser` for stochastic sampling. Same options as `FlowDenoiser`; arithmetic in the working dtype of x_t.
+    """
+
+    flow_time_coordinates = True  # read by fastdiff.sample, which refuses stochastic solvers on this wrapper
+
+    def forward(self, x_t: torch.Tensor, sigma: float | torch.Tensor, **extra_args) -> torch.Tensor:
+        t = _flow_t_batch(sigma, x_t, "sigma")
+        self._refuse_eps_at_one(t == 1, "sigma = t = 1")
+        return self._x0(x_t.to(t.dtype), t, x_t, extra_args).to(x_t.dtype)
 
 
 __all__ = [
     "ContinuousVPEpsDenoiser",
     "FlowDenoiser",
+    "FlowTimeDenoiser",
     "GroupedDenoiser",
     "ScoreDenoiser",
     "VPEpsDenoiser",
