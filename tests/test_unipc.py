@@ -1,14 +1,19 @@
 """UniPC (`fastdiff/solvers/unipc.py`, docs/ALGORITHMS.md section 17) against diffusers' own UniPCMultistepScheduler
-in float64, driven with the exact denoiser of `fastdiff.toy` targets on fastdiff's grid.
+and ComfyUI's `sample_unipc` (`uni_pc` is bh1, `uni_pc_bh2` bh2) in float64, driven with the exact denoiser of
+`fastdiff.toy` targets on fastdiff's grid.
 
 diffusers runs in VP coordinates (x_vp = alpha x, alpha = 1/sqrt(1 + sigma^2)); with `prediction_type="sample"` the
 model output is D itself and the scheduler's `sigmas` are set to the grid, so its steps are UniPC's on the same sigmas.
 Where the grid ends at 0 with a step of order > 1 (lower_order_final=False) or with bh1 (B(h) = -h = -inf there),
 diffusers' step to 0 is not finite; fastdiff takes x' = D there, which the tests check is D at diffusers' last input.
+ComfyUI's function builds its coefficient tensors in torch's default dtype (float32 unless set to float64, when it
+runs in float64) and, on a grid ending at 0, stops at sigma 0.001 instead (its UniP-1 state there, no denoising step).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
 
 import numpy as np
@@ -25,6 +30,7 @@ diffusers = pytest.importorskip("diffusers", reason="diffusers is an optional de
 
 
 TARGETS = targets(seed=5)
+COMFYUI_LAST_SIGMA = 0.001  # where ComfyUI's sample_unipc stops on a grid ending at 0
 
 
 def diffusers_unipc(gm, x, sigmas, stop_before_last=False, **config):
@@ -42,6 +48,55 @@ def diffusers_unipc(gm, x, sigmas, stop_before_last=False, **config):
             return denoised
         x_vp = scheduler.step(denoised, t, x_vp).prev_sample
     return x_vp / alpha[-1]
+
+
+@contextlib.contextmanager
+def float64_default():
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(default)
+
+
+def comfyui_unipc(comfy, gm, x, sigmas, variant):
+    """ComfyUI's sample_unipc in float64 (it writes 0.001 into its sigmas' last entry when that is 0: given a copy)."""
+    module = importlib.import_module("comfy.extra_samplers.uni_pc")
+    with float64_default():
+        return module.sample_unipc(gm.denoiser, x.clone(), sigmas.clone(), extra_args={}, disable=True, variant=variant)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("kind", ["karras", "logsnr"])
+@pytest.mark.parametrize("steps", [3, 4, 7, 16])
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+def test_matches_comfyui_on_its_last_sigma(comfy, target, kind, steps, variant):
+    """ComfyUI's uni_pc / uni_pc_bh2 on a grid ending at 0 is fastdiff's unipc on the grid ending at 0.001 instead (its
+    order schedule min(3, steps - 1) is fastdiff's warm-up with lower_order_final); fastdiff's own step to 0 differs."""
+    gm = TARGETS[target]
+    sigmas = fastdiff.get_sigmas(kind, steps, 0.002, 80.0)
+    x = start(gm, 80.0, seed=steps)
+    theirs = comfyui_unipc(comfy, gm, x, sigmas, variant)
+    stopped = torch.cat([sigmas[:-1], torch.tensor([COMFYUI_LAST_SIGMA], dtype=sigmas.dtype)])
+    ours = sampling.sample_unipc(gm.denoiser, x, stopped, solver_type=variant)
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(sampling.sample_unipc(gm.denoiser, x, sigmas, solver_type=variant), theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("steps", [3, 6, 10])
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+def test_matches_comfyui_above_zero(comfy, target, steps, variant):
+    gm = TARGETS[target]
+    sigmas = fastdiff.get_sigmas("karras", steps, 0.02, 20.0)[:-1]
+    x = start(gm, 20.0, seed=steps + 1)
+    torch.testing.assert_close(
+        fastdiff.sample(gm.denoiser, x, sigmas, "unipc", solver_type=variant),
+        comfyui_unipc(comfy, gm, x, sigmas, variant),
+        rtol=1e-10,
+        atol=1e-10,
+    )
 
 
 

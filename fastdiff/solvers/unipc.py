@@ -11,6 +11,8 @@ The corrector of step i runs at the start of step i + 1, after its evaluation; n
 The order p of step i is min(solver_order, i + 1) (warm-up) and, with `lower_order_final`, at most N - i on N steps.
 The step to sigma' = 0 is the loop's denoising step x' = D, which is diffusers' order-1 step there; without
 `lower_order_final` diffusers' higher-order step to 0 divides by r_k = 0 (non-finite), fastdiff takes x' = D there too.
+ComfyUI's `uni_pc` (`solver_type="bh1"`) and `uni_pc_bh2` are this solver with solver_order 3 and lower_order_final on a
+grid whose final 0 is replaced by 0.001 (they return x there, no denoising step).
 """
 
 from __future__ import annotations
