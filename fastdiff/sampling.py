@@ -231,7 +231,7 @@ def sample_sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disa
                      sde_start_sigma=sde_start_sigma, sde_end_sigma=sde_end_sigma)
 
 
-def sample_dpm_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, orders=None,
+def sample_dpm_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, order=3, orders=(),
                       backend="auto"):
     """Singlestep DPM-Solver-1/2/3 on eps (Lu et al. 2022, arXiv 2206.00927): `order` evaluations per step, or one
     order per step of the grid in `orders`."""

@@ -147,7 +147,7 @@ def test_one_sampler_node_per_solver_with_the_solvers_options_as_widgets():
             shown = nodes.S_TMAX_NO_LIMIT if p.default == math.inf else p.default
             if isinstance(p.default, tuple):  # step lists are comma-separated strings
                 shown = ",".join(str(v) for v in p.default)
-                assert nodes.solver_options(solver, {name: "0, 2"})[name] == (0, 2)
+                assert nodes.solver_options(solver, {name: "1, 2"})[name] == (1, 2)  # steps or orders
             assert default == shown, (solver, name)
 
 

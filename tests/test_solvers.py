@@ -28,7 +28,7 @@ ONE_PER_STEP = {
     "ipndm_v", "unipc", "er_sde", "sa_solver",
 }
 TWO_PER_STEP = {"heun", "srk_score", "srk_dp", "seeds_2"}
-THREE_PER_STEP = {"seeds_3"}
+THREE_PER_STEP = {"seeds_3", "dpm_solver"}
 PECE = {"sa_solver_pece"}  # two per step after the first, which has no corrector
 
 

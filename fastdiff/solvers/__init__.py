@@ -6,6 +6,7 @@ import inspect
 
 from fastdiff.solvers.base import Evaluation, Solver, StepContext, StepOutput
 from fastdiff.solvers.deis import DEIS
+from fastdiff.solvers.dpm_solver import DPMSolver
 from fastdiff.solvers.dpmpp_2m import DPMpp2M
 from fastdiff.solvers.dpmpp_2m_sde import DPMpp2MSDE
 from fastdiff.solvers.dpmpp_3m import DPMpp3M
@@ -56,6 +57,7 @@ SOLVERS: dict[str, type[Solver]] = {
         ResMultistepAncestral,
         SASolver,
         SASolverPECE,
+        DPMSolver,
     )
 }
 

@@ -25,6 +25,7 @@ from fastdiff.integrations.comfyui import coordinates
 from fastdiff.integrations.comfyui.samplers import sampler_function
 from fastdiff.solvers import SOLVERS, make_solver
 from fastdiff.solvers.deis import MAX_ORDER as DEIS_MAX_ORDER
+from fastdiff.solvers.dpm_solver import MAX_ORDER as DPM_SOLVER_MAX_ORDER
 from fastdiff.solvers.dpmpp_2m_sde import SOLVER_TYPES
 from fastdiff.solvers.dpmpp_3m import SOLVER_TYPES as DPMPP_3M_TYPES
 from fastdiff.solvers.er_sde import MAX_STAGE as ER_SDE_MAX_STAGE
@@ -70,6 +71,7 @@ INT_RANGES = {
     ("sa_solver", "corrector_order"): (0, SA_MAX_ORDER),
     ("sa_solver_pece", "predictor_order"): (1, SA_MAX_ORDER),
     ("sa_solver_pece", "corrector_order"): (0, SA_MAX_ORDER),
+    ("dpm_solver", "order"): (1, DPM_SOLVER_MAX_ORDER),
 }
 CHOICES = {
     ("dpmpp_2m_sde", "solver_type"): SOLVER_TYPES,
@@ -118,7 +120,7 @@ def option_input(solver: str, name: str, default: object) -> tuple:
         if math.isinf(default):
             spec["default"] = high
         return ("FLOAT", {**spec, "min": low, "max": high, "step": 0.001, "round": False})
-    if isinstance(default, tuple):  # a list of step indices (unipc's disable_corrector): comma-separated ints
+    if isinstance(default, tuple):  # comma-separated ints: unipc's disable_corrector, dpm_solver's orders
         return ("STRING", {**spec, "default": ",".join(str(v) for v in default)})
     raise TypeError(f"option {name!r} has a default of type {type(default).__name__}; no ComfyUI widget for it")
 
