@@ -99,7 +99,6 @@ def test_matches_comfyui_above_zero(comfy, target, steps, variant):
     )
 
 
-
 CONFIGS = [
     {"solver_order": o, "solver_type": t, "lower_order_final": f}
     for o in (1, 2, 3)
@@ -196,3 +195,89 @@ def test_order_at_least_declared(target, options):
     ]
     order = -np.polyfit(np.log(ode_order.STEPS), np.log(errors), 1)[0]
     assert order >= make_solver("unipc", **options).order - 0.2, f"order {order:.3f}, errors {errors}"
+
+
+UNIPC_CONFIGS = [
+    {"solver_order": 2},
+    {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+    {"solver_order": 2, "solver_type": "bh1", "final_sigmas_type": "sigma_min", "prediction_type": "v_prediction"},
+    {"solver_order": 3, "lower_order_final": False, "final_sigmas_type": "sigma_min"},
+    {"solver_order": 1, "solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+    {"solver_order": 2, "disable_corrector": [0, 2]},
+    {"solver_order": 3, "solver_type": "bh1", "use_karras_sigmas": True, "final_sigmas_type": "sigma_min"},
+    {"solver_order": 3, "use_karras_sigmas": True},
+]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("overrides", UNIPC_CONFIGS, ids=[",".join(f"{k}={v}" for k, v in c.items()) for c in UNIPC_CONFIGS])
+@pytest.mark.parametrize("steps", [4, 10, 16])
+def test_diffusers_scheduler_matches_unipc_multistep(overrides, steps):
+    """UniPCScheduler.from_config(UniPCMultistepScheduler's config) runs diffusers' loop as diffusers does, to float32
+    rounding (the loops of tests/test_diffusers_dpm.py; on Karras grids the model gets diffusers' rounded timestep).
+    Where diffusers' grid ends with a zero-length step (Karras with final_sigmas_type="sigma_min"), diffusers evaluates
+    once more there (the corrector of the step before, whose order counts it); fastdiff's grid has no such step: equal
+    to diffusers on its grid without it."""
+    from test_diffusers_dpm import deterministic_sample, dummy_model
+
+    from fastdiff.integrations.diffusers import UniPCScheduler
+
+    reference = diffusers.UniPCMultistepScheduler(**overrides)
+    ours = UniPCScheduler.from_config(reference.config)
+    assert ours.config.solver_type == overrides.get("solver_type", "bh2")
+    reference.set_timesteps(steps)
+    ours.set_timesteps(steps)
+    if reference.sigmas[-2] == reference.sigmas[-1]:
+        assert overrides.get("use_karras_sigmas") and len(ours.timesteps) == len(reference.timesteps) - 1
+        reference.timesteps, reference.sigmas = reference.timesteps[:-1], reference.sigmas[:-1]
+        reference.num_inference_steps -= 1
+    expected, sample = deterministic_sample(), deterministic_sample()
+    for t in reference.timesteps:
+        expected = reference.step(dummy_model(expected, t), t, expected).prev_sample
+    for t, seen in zip(ours.timesteps, reference.timesteps, strict=True):
+        sample = ours.step(dummy_model(sample, seen), t, sample).prev_sample
+    torch.testing.assert_close(sample, expected, atol=3e-5 * max(1.0, expected.abs().max().item()), rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_diffusers_scheduler_bh1_to_zero_is_the_denoised_sample():
+    """With bh1 and final_sigmas_type="zero" diffusers' last step is not finite; UniPCScheduler's is x' = D there."""
+    from test_diffusers_dpm import deterministic_sample, dummy_model
+
+    from fastdiff.integrations.diffusers import UniPCScheduler
+
+    reference = diffusers.UniPCMultistepScheduler(solver_order=3, solver_type="bh1")
+    ours = UniPCScheduler.from_config(reference.config)
+    reference.set_timesteps(8)
+    ours.set_timesteps(8)
+    theirs, sample = deterministic_sample(), deterministic_sample()
+    for i, t in enumerate(reference.timesteps):
+        if i == len(reference.timesteps) - 1:
+            last_denoised = reference.convert_model_output(dummy_model(theirs, t), sample=theirs)
+        theirs = reference.step(dummy_model(theirs, t), t, theirs).prev_sample
+    for t in ours.timesteps:
+        sample = ours.step(dummy_model(sample, t), t, sample).prev_sample
+    assert not torch.isfinite(theirs).all()
+    torch.testing.assert_close(sample, last_denoised, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("value", ["midpoint", "heun", "logrho", "bh1", "bh2"])
+def test_diffusers_scheduler_reads_solver_type_as_diffusers(value):
+    """A config's solver_type as UniPCMultistepScheduler reads it (DPM-Solver's and DEIS's names are bh2)."""
+    from fastdiff.integrations.diffusers import UniPCScheduler
+
+    config = diffusers.DPMSolverMultistepScheduler().config if value != "bh1" else diffusers.UniPCMultistepScheduler().config
+    theirs = diffusers.UniPCMultistepScheduler.from_config(config, solver_type=value)
+    assert UniPCScheduler.from_config(config, solver_type=value).config.solver_type == theirs.config.solver_type
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize(
+    "key, value", [("solver_type", "bh3"), ("predict_x0", False), ("solver_p", diffusers.DDIMScheduler()), ("solver_order", 4)]
+)
+def test_diffusers_scheduler_refuses_by_name(key, value):
+    from fastdiff.integrations.diffusers import UniPCScheduler
+
+    with pytest.raises(ValueError, match=key):
+        UniPCScheduler(**{key: value})

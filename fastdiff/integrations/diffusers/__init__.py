@@ -27,6 +27,7 @@ from fastdiff.integrations.diffusers.schedulers import (
     IPNDMScheduler,
     SRKDPScheduler,
     SRKScheduler,
+    UniPCScheduler,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "IPNDMScheduler",
     "SRKDPScheduler",
     "SRKScheduler",
+    "UniPCScheduler",
 ]

@@ -12,7 +12,7 @@ before diffusers' `from_config` would drop it without a word:
 | use_karras_sigmas, use_exponential_sigmas, use_lu_lambdas, sigma_min, sigma_max | Euler, DPMSolver, UniPC, ... | honored | read as schedule="karras" / "logsnr" between sigma_min and sigma_max |
 | thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range | DDPM, DDIM, DPMSolver, UniPC, DEIS, Heun, ... | honored | limits on x0 (`thresholding`) |
 | final_sigmas_type | Euler, DPMSolver, UniPC | honored | "zero": the last step goes to 0; "sigma_min": the run stops at the grid's lowest sigma (refused on a flow config, where diffusers reads its VP beta table) |
-| solver_order, algorithm_type, solver_type, lower_order_final, euler_at_final | DPMSolverMultistep, UniPC, DEIS, ... | honored by DPMpp2MScheduler (refused there when not DPM-Solver++ 1 or 2 with midpoint); dropped by the others | the peer's own solver |
+| solver_order, algorithm_type, solver_type, lower_order_final, euler_at_final | DPMSolverMultistep, UniPC, DEIS, ... | honored by DPMpp2MScheduler (refused there when not DPM-Solver++ 1 or 2 with midpoint) and UniPCScheduler (solver_order, solver_type, lower_order_final); dropped by the others | the peer's own solver |
 | use_beta_sigmas | Euler, Heun, LMS, KDPM2, DPMSolver, UniPC, ... | refused when True | the beta-distribution grid is not implemented (`schedule` picks fastdiff's grids) |
 | shift, use_dynamic_shifting, time_shift_type, shift_terminal | FlowMatchEuler (and DPMSolver, UniPC: the last three) | honored on a flow config, refused off their defaults on a VP one | the flow grid (`timestep_grids.flow_grid`) |
 | base_shift, max_shift, base_image_seq_len, max_image_seq_len | FlowMatchEuler | kept in the config | the pipeline reads them to compute `mu` |
@@ -24,7 +24,7 @@ before diffusers' `from_config` would drop it without a word:
 | interpolation_type | Euler | refused unless "linear" | "log_linear" is another grid (schedule="logsnr" is fastdiff's) |
 | set_alpha_to_one | DDIM, PNDM | dropped | the last step of DDIM's own grid; here `final_sigmas_type` decides it |
 | skip_prk_steps | PNDM | dropped | PNDM's own warm-up steps |
-| predict_x0, disable_corrector, solver_p | UniPC | dropped | UniPC's own predictor-corrector |
+| predict_x0, disable_corrector, solver_p | UniPC | honored by UniPCScheduler (refused there when predict_x0 is False or solver_p is set); dropped by the others | UniPC's own predictor-corrector |
 | predictor_order, corrector_order, tau_func | SASolver | dropped | SA-Solver's own orders and noise |
 | noise_sampler_seed | DPMSolverSDE | dropped | the peer's Brownian tree; fastdiff's noise comes from the generator or `seed` |
 | an option of another fastdiff solver (theta, coupled, eta, s_noise, s_churn, max_order, ...) | fastdiff | dropped | another step rule's option |

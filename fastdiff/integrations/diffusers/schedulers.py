@@ -200,6 +200,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
     solver: ClassVar[str]
     order: ClassVar[int] = 1
     extra_config: ClassVar[dict] = {}  # config keys of this scheduler only (name: default), checked by _configure_extra
+    option_aliases: ClassVar[dict] = _OPTION_ALIASES  # solver option values of other configs read as this solver's
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
 
     def __init_subclass__(cls, **kwargs):
@@ -364,7 +365,7 @@ class FastdiffScheduler(SchedulerMixin, ConfigMixin):
         return self._table.sigma_min, self._table.sigma_max
 
     def _solver_options(self, options: dict) -> dict:
-        for name, aliases in _OPTION_ALIASES.items():
+        for name, aliases in self.option_aliases.items():
             if name in options and options[name] in aliases:
                 options[name] = aliases[options[name]]
                 self.register_to_config(**{name: options[name]})
@@ -772,6 +773,33 @@ class DPMpp2MScheduler(FastdiffScheduler):
         if grid[-1] > 0 and (c.euler_at_final or (c.lower_order_final and n < 15)):
             return frozenset({n - 1})
         return frozenset()
+
+
+class UniPCScheduler(FastdiffScheduler):
+    """UniPC (`unipc`), UniPCMultistepScheduler's algorithm (predict_x0=True): with the same config it gives the same
+    samples (float32 rounding). Its keys `solver_order`, `solver_type` ("bh1", "bh2"; "midpoint", "heun", "logrho" are
+    read as "bh2", as diffusers does), `lower_order_final` and `disable_corrector` (steps of the run) are the solver's
+    options (solver_order: fastdiff's default 3 where a config leaves diffusers' default 2 implicit, as diffusers'
+    from_config does with defaults); predict_x0=False (noise prediction) and a `solver_p` are refused by name. Where
+    diffusers' step to 0 is not finite (bh1, or order > 1 without lower_order_final) the step is x' = D. Where diffusers'
+    grid ends with a zero-length step (final_sigmas_type="sigma_min" on a grid that ends at the table's sigma_min, e.g.
+    Karras), diffusers evaluates once more there for the corrector of the step before (whose order counts it); this
+    grid has no such step: one evaluation fewer, the last step uncorrected."""
+
+    solver = "unipc"
+    extra_config = {"predict_x0": True, "solver_p": None}
+    option_aliases = {"solver_type": {"midpoint": "bh2", "heun": "bh2", "logrho": "bh2"}}
+
+    def _solver_options(self, options: dict) -> dict:
+        options = super()._solver_options(options)
+        self.register_to_config(disable_corrector=sorted(options["disable_corrector"]))  # a list, as a saved config has it
+        return options
+
+    def _configure_extra(self, config: dict) -> None:
+        if config["predict_x0"] is not True:
+            raise ValueError(f"UniPCScheduler implements predict_x0=True (data prediction), got {config['predict_x0']!r}")
+        if config["solver_p"] is not None:
+            raise ValueError("UniPCScheduler does not implement solver_p (another scheduler as predictor); pass None")
 
 
 class DPMpp2MSDEScheduler(FastdiffScheduler):
