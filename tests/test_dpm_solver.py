@@ -4,6 +4,7 @@ default dtype), its measured orders, its options' errors and its run from sigma 
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 
@@ -205,3 +206,11 @@ def test_flow_grid_from_infinity(order):
         assert bool(torch.isfinite(out).all())
         errors.append(float((out - exact).abs().max()))
     assert errors[1] < errors[0] / 2
+
+
+def test_sample_dpm_fast_signature_extends_kdiffusion():
+    """k-diffusion's parameters, in order, with the same names, kinds and defaults; `backend` after, with a default."""
+    theirs = list(inspect.signature(K.sample_dpm_fast).parameters.values())
+    ours = list(inspect.signature(sampling.sample_dpm_fast).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in ours[: len(theirs)]] == [(p.name, p.kind, p.default) for p in theirs]
+    assert [p.name for p in ours[len(theirs) :]] == ["backend"]

@@ -73,9 +73,7 @@ class DPMSolver(Solver):
 
     def step(self, ctx, i, x):
         if self.orders and len(self.orders) != len(ctx.sigmas) - 1:
-            raise ValueError(
-                f"orders must have one entry per step of the grid ({len(ctx.sigmas) - 1}), got {len(self.orders)}"
-            )
+            raise ValueError(f"orders must have one entry per step of the grid ({len(ctx.sigmas) - 1}), got {len(self.orders)}")
         order = self.orders[i] if self.orders else self.step_order
         sigma, sigma_next = ctx.sigmas[i], ctx.sigmas[i + 1]
         h = math.log(sigma / sigma_next)
@@ -89,7 +87,7 @@ class DPMSolver(Solver):
         for j, (r, c) in enumerate(zip(fractions, correction_weights(order, h, sigma_of), strict=True)):
             bs = [-math.expm1(-r * h)] + [0.0] * j
             for c_k, delta in zip(c, differences, strict=False):
-                bs = [b - c_k * d for b, d in zip(bs, delta, strict=False)] + bs[len(delta):]
+                bs = [b - c_k * d for b, d in zip(bs, delta, strict=False)] + bs[len(delta) :]
             terms = [(d, b) for d, b in zip(Ds, bs, strict=True) if b != 0.0]
             s_j = sigma_of(r)
             u = solver_step(x, [d for d, _ in terms], s_j / sigma, [b for _, b in terms], backend=ctx.backend)
