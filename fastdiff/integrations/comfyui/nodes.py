@@ -89,7 +89,7 @@ TOOLTIPS = {
     "s_tmin": "churn only at sigma >= s_tmin (fastdiff's sigma; t / (1 - t) for flow models)",
     "s_tmax": f"churn only at sigma <= s_tmax (fastdiff's sigma; {S_TMAX_NO_LIMIT:g} = no limit)",
     "coupled": "couple the stage noises (the strong-order coupling of the SRK step)",
-    "solver_type": "DPM++ 2M SDE's second-order correction",
+    "solver_type": "the step's variant: DPM++'s second-order correction (midpoint, heun), UniPC's B(h) (bh1, bh2)",
     "max_order": "iPNDM's highest Adams-Bashforth order",
     "backend": "fused-kernel backend: auto picks the fastest for the latent's device",
 }
