@@ -14,7 +14,14 @@ Targets (float64), "tuning" and "held-out" (no fastdiff choice was made on a hel
   x_t = x / (1 + sigma), t = sigma / (1 + sigma)).
 - Every target again as a rectified-flow model (all held out): the exact velocity, fastdiff through `FlowDenoiser` on
   `get_sigmas("flow", n, shift=3)` from t = 1, ComfyUI in its CONST coordinates, diffusers on its flow grids.
-Grids: VE Karras (rho 7) and log-SNR from 80 to 0.002 (`fastdiff.get_sigmas`), start N(0, 80^2 I); flow: unit noise.
+Grids: VE Karras (rho 7) and log-SNR from 80 to 0.002 (`fastdiff.get_sigmas`), start N(0, 80^2 I); flow models from
+the unit noise at t = 1 on three grids: the shift-3 flow grid, the same log-SNR grid after sigma = inf
+(`get_sigmas("logsnr", n, 0.002, 80, from_infinity=True)`: one step from t = 1 to sigma 80, then n - 1 log-SNR steps),
+and diffusers' own flow grid (DPMSolverMultistepScheduler's `use_flow_sigmas`, from t = 1 - 3.3e-4 to 0; the only grid
+family on which the diffusers rows of the flow targets run).
+fastdiff rows: every solver with its default options on the shared grid; on flow targets also every deterministic one
+in flow-time coordinates (`FlowTimeDenoiser`, label "(t)"), SA-Solver with the flow model's noise window, and options
+that are a peer's convention (`OPTION_ROWS`); `dpm_fast` takes the grid's ends as ComfyUI's does.
 NFE: a call counter around the model on every sampler; a sampler runs with the most steps whose counted NFE does not
 exceed the column's NFE (the table shows its true NFE when it differs). Noise: through each sampler's noise_sampler,
 the impulses for the exact law, else torch.randn from a generator with the same seed for every sampler.
@@ -38,18 +45,30 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from shootout_peers import COMFY_SKIPPED, SIGMA_MAX, SIGMA_MIN, Sampler, peer_samplers  # noqa: E402
+from shootout_peers import (  # noqa: E402
+    COMFY_SKIPPED,
+    FLOW_SHIFT,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    Sampler,
+    diffusers_flow_grid,
+    peer_samplers,
+)
 
 import fastdiff  # noqa: E402
 from fastdiff.gaussian_law import exact_output_law, gaussian_kl  # noqa: E402
 from fastdiff.metrics import energy_distance  # noqa: E402
-from fastdiff.models import FlowDenoiser  # noqa: E402
+from fastdiff.flow_time import flow_t_to_sigma, sigma_to_flow_t  # noqa: E402
+from fastdiff.models import FlowDenoiser, FlowTimeDenoiser  # noqa: E402
+from fastdiff.sampling import sample_dpm_fast  # noqa: E402
 from fastdiff.solvers import make_solver  # noqa: E402
 from fastdiff.toy import GaussianMixture  # noqa: E402
 
 F64 = torch.float64
 NFES = (4, 6, 8, 10, 12, 16, 24, 32, 64)
 VE_GRIDS = ("karras", "logsnr")
+# the shifted flow grid, the log-SNR grid from 80 to 0.002 after sigma = inf, and diffusers' own flow grid
+FLOW_GRIDS = ("flow", "logsnr", "diffusers")
 SAMPLES = 1024  # Monte Carlo samples per mixture run (energy distance)
 ODE_POINTS = 128  # starts per ODE run
 RK4_STEPS = 1024  # steps of the mixtures' reference ODE map (flow_ode_solution)
@@ -130,17 +149,21 @@ class Problem:
     """A target on one grid family: the counted exact model in VE (`denoiser`) and flow (`velocity`) form."""
 
     gm: GaussianMixture
-    kind: str  # "karras", "logsnr" or "flow"
+    kind: str  # "karras" or "logsnr"; flow models also "flow" and "diffusers"
+    flow: bool = False  # a flow model: sampled from the unit noise at t = 1 (sigma = inf; diffusers: t = 1 - 3.3e-4)
     counter: Counter = field(default_factory=Counter)
 
-    @property
-    def flow(self) -> bool:
-        return self.kind == "flow"
-
     def grid(self, steps: int) -> torch.Tensor:
-        if self.flow:
-            return fastdiff.get_sigmas("flow", steps, shift=3.0)
-        return fastdiff.get_sigmas(self.kind, steps, SIGMA_MIN, SIGMA_MAX)
+        if self.kind == "flow":
+            return fastdiff.get_sigmas("flow", steps, shift=FLOW_SHIFT)
+        if self.kind == "diffusers":
+            return flow_t_to_sigma(diffusers_flow_grid(steps))
+        return fastdiff.get_sigmas(self.kind, steps, SIGMA_MIN, SIGMA_MAX, from_infinity=self.flow)
+
+    def ve_start(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """The start in fastdiff's VE coordinates: a flow model's unit noise taken as x_t at the grid's first level
+        (x = x_t (1 + sigma_0); as is at sigma_0 = inf), a VE start as is."""
+        return x * (1 + grid[0]) if self.flow and math.isfinite(grid[0]) else x
 
     def denoiser(self, x, sigma):
         return self.counter.wrap(self.gm.denoiser)(x, sigma)
@@ -168,9 +191,82 @@ def fastdiff_sampler(name: str) -> Sampler:
     def run(problem, x, steps, noise_sampler):
         model = FlowDenoiser(problem.velocity) if problem.flow else problem.denoiser
         noise = {"noise_sampler": noise_sampler} if stochastic else {}
-        return fastdiff.sample(model, x, problem.grid(steps), name, **noise)
+        grid = problem.grid(steps)
+        return fastdiff.sample(model, problem.ve_start(x, grid), grid, name, **noise)
 
     return Sampler(name, "fastdiff", run, stochastic)
+
+
+def fastdiff_flow_time_sampler(label: str, name: str, options: dict) -> Sampler:
+    """A deterministic fastdiff solver in flow-time coordinates (x_t, t): `FlowTimeDenoiser` on the same grid in t;
+    flow targets only (on a VE target it is the plain solver)."""
+
+    def run(problem, x, steps, noise_sampler):
+        t = sigma_to_flow_t(problem.grid(steps))
+        return fastdiff.sample(FlowTimeDenoiser(problem.velocity), x, t, name, **options)
+
+    return Sampler(f"{label} (t)", "fastdiff", run, False, flow_only=True)
+
+
+def fastdiff_dpm_fast() -> Sampler:
+    """fastdiff's `sample_dpm_fast` given what ComfyUI's dpm_fast takes from the grid: its first and last nonzero
+    level and the step count as NFE (it picks its own log-SNR steps); flow: from t = 1 in flow-time coordinates (in
+    fastdiff's VE coordinates t = 1 is sigma = inf, where no log-SNR step can start)."""
+
+    def run(problem, x, steps, noise_sampler):
+        grid = problem.grid(steps)
+        if problem.flow:
+            t = sigma_to_flow_t(grid)
+            return sample_dpm_fast(FlowTimeDenoiser(problem.velocity), x, float(t[-2]), float(t[0]), steps)
+        return sample_dpm_fast(problem.denoiser, x, float(grid[-2]), float(grid[0]), steps)
+
+    return Sampler("dpm_fast", "fastdiff", run, False)
+
+
+def fastdiff_sa_solver_model_window(name: str) -> Sampler:
+    """SA-Solver with the noise window ComfyUI reads from a flow model, percent_to_sigma(0.2) .. (0.8) (the shifted
+    flow times shift(0.8), shift(0.2), shift(t) = s t / (1 + (s - 1) t)), as fastdiff's ComfyUI sampler runs it;
+    flow targets only (on the VE targets the default window is already that of the EDM model)."""
+
+    def level(percent: float) -> float:
+        t = 1.0 - percent
+        t = FLOW_SHIFT * t / (1 + (FLOW_SHIFT - 1) * t)
+        return t / (1 - t)
+
+    def run(problem, x, steps, noise_sampler):
+        grid = problem.grid(steps)
+        return fastdiff.sample(FlowDenoiser(problem.velocity), problem.ve_start(x, grid), grid, name,
+                               noise_sampler=noise_sampler, sde_start_sigma=level(0.2), sde_end_sigma=level(0.8))
+
+    return Sampler(f"{name} (model window)", "fastdiff", run, True, flow_only=True)
+
+
+def fastdiff_option_sampler(label: str, name: str, options: dict) -> Sampler:
+    """A fastdiff solver with non-default options (a peer's convention that fastdiff offers as an option)."""
+    base = fastdiff_sampler(name)
+
+    def run(problem, x, steps, noise_sampler):
+        model = FlowDenoiser(problem.velocity) if problem.flow else problem.denoiser
+        noise = {"noise_sampler": noise_sampler} if base.takes_noise else {}
+        grid = problem.grid(steps)
+        return fastdiff.sample(model, problem.ve_start(x, grid), grid, name, **noise, **options)
+
+    return Sampler(label, "fastdiff", run, base.takes_noise)
+
+
+# Options that are a peer's convention: ComfyUI's ipndm steps to 0 by x' = D; its uni_pc is UniPC's B(h) = h.
+OPTION_ROWS = {"ipndm (denoise to 0)": ("ipndm", {"denoise_to_zero": True}), "unipc (bh1)": ("unipc", {"solver_type": "bh1"})}
+
+
+def fastdiff_samplers() -> list[Sampler]:
+    """Every fastdiff solver on the shared grid; the deterministic ones again in flow-time coordinates; dpm_fast;
+    SA-Solver with the model's noise window on flow targets."""
+    specs = {name: (name, {}) for name in fastdiff.SOLVERS} | OPTION_ROWS
+    plain = [fastdiff_sampler(name) for name in fastdiff.SOLVERS]
+    plain += [fastdiff_option_sampler(label, name, options) for label, (name, options) in OPTION_ROWS.items()]
+    flow_time = [fastdiff_flow_time_sampler(s.label, *specs[s.label]) for s in plain if not s.takes_noise]
+    windowed = [fastdiff_sa_solver_model_window(name) for name in ("sa_solver", "sa_solver_pece")]
+    return plain + [fastdiff_dpm_fast()] + flow_time + windowed
 
 
 def _randn_sampler(shape: tuple[int, int], seed: int) -> Callable:
@@ -184,48 +280,58 @@ class Runner:
     def __init__(self):
         self._nfe: dict[tuple[str, str, int], int] = {}
         self._stochastic: dict[str, bool] = {}
-        self._tiny = {kind: Problem(gauss_1d(), kind) for kind in (*VE_GRIDS, "flow")}
+        self._tiny = {(kind, False): Problem(gauss_1d(), kind) for kind in VE_GRIDS}
+        self._tiny |= {(kind, True): Problem(gauss_1d(), kind, flow=True) for kind in FLOW_GRIDS}
 
     def counted_run(self, sampler: Sampler, problem: Problem, x: torch.Tensor, steps: int, noise_sampler) -> tuple:
         problem.counter.calls = 0
         out = sampler.run(problem, x, steps, noise_sampler)
         return out.to(F64), problem.counter.calls
 
-    def _dry_run(self, sampler: Sampler, kind: str, steps: int) -> tuple[int, int]:
-        """(counted NFE, noise_sampler calls) of a run on a one-sample 1-D Gaussian."""
+    def _dry_run(self, sampler: Sampler, kind: tuple[str, bool], steps: int, draw: float = 0.0) -> tuple:
+        """(output, counted NFE, noise_sampler calls) of a run on a one-sample 1-D Gaussian whose every noise draw is
+        `draw`; kind = (grid kind, flow)."""
         p, draws = self._tiny[kind], []
 
         def noise(sigma, sigma_next):
             draws.append(1)
-            return torch.zeros(1, 1, dtype=F64)
+            return torch.full((1, 1), draw, dtype=F64)
 
-        _, nfe = self.counted_run(sampler, p, p.start(1, torch.Generator().manual_seed(0)), steps, noise)
-        return nfe, len(draws)
+        out, nfe = self.counted_run(sampler, p, p.start(1, torch.Generator().manual_seed(0)), steps, noise)
+        return out, nfe, len(draws)
 
-    def nfe_of(self, sampler: Sampler, kind: str, steps: int) -> int:
+    def nfe_of(self, sampler: Sampler, kind: tuple[str, bool], steps: int) -> int:
         key = (sampler.label, kind, steps)
         if key not in self._nfe:
-            self._nfe[key] = self._dry_run(sampler, kind, steps)[0]
+            self._nfe[key] = self._dry_run(sampler, kind, steps)[1]
         return self._nfe[key]
 
     def stochastic(self, sampler: Sampler) -> bool:
-        """fastdiff: the solver's declaration; peers: whether a run of 8 steps draws from its noise_sampler."""
+        """fastdiff: the solver's declaration; peers: whether the output of a run of 8 steps depends on its noise (a
+        sampler that draws noise and scales it by 0, as ComfyUI's res_multistep at eta = 0, is deterministic)."""
         if sampler.library == "fastdiff":
             return sampler.takes_noise
         if sampler.label not in self._stochastic:
             try:
-                self._stochastic[sampler.label] = self._dry_run(sampler, "karras", 8)[1] > 0
+                quiet, _, draws = self._dry_run(sampler, ("karras", False), 8, draw=0.0)
+                loud = self._dry_run(sampler, ("karras", False), 8, draw=1.0)[0]
+                self._stochastic[sampler.label] = draws > 0 and not torch.equal(quiet, loud)
             except Exception:  # it fails in every run too, where the failure is recorded
                 self._stochastic[sampler.label] = sampler.takes_noise
         return self._stochastic[sampler.label]
 
-    def steps_for(self, sampler: Sampler, kind: str, nfe: int) -> int | None:
-        """The most steps whose counted NFE is <= nfe (None if one step is already more)."""
-        if self.nfe_of(sampler, kind, 1) > nfe:
+    def steps_for(self, sampler: Sampler, kind: tuple[str, bool], nfe: int) -> int | None:
+        """The most steps whose counted NFE is <= nfe (None if the fewest steps it takes are already more; a sampler
+        that refuses one step, as dpm_fast whose two ends would coincide, starts at two)."""
+        try:
+            fewest = 1 if self.nfe_of(sampler, kind, 1) <= nfe else None
+        except ValueError:
+            fewest = 2 if self.nfe_of(sampler, kind, 2) <= nfe else None
+        if fewest is None:
             return None
         per_step = max(self.nfe_of(sampler, kind, 4) / 4, 0.5)
-        n = max(1, int(nfe / per_step))
-        while n > 1 and self.nfe_of(sampler, kind, n) > nfe:
+        n = max(fewest, int(nfe / per_step))
+        while n > fewest and self.nfe_of(sampler, kind, n) > nfe:
             n -= 1
         while self.nfe_of(sampler, kind, n + 1) <= nfe:
             n += 1
@@ -254,8 +360,8 @@ class TargetRun:
     _ode_refs: dict[tuple[str, bool, int], tuple[torch.Tensor, torch.Tensor]] = {}  # the VE grids share one map
 
     def __init__(self, name: str, kind: str, samples: int, ode_points: int):
-        make, self.role, _ = TARGETS[name]
-        self.name, self.problem = name, Problem(make(), kind)
+        make, self.role, flow = TARGETS[name]
+        self.name, self.problem = name, Problem(make(), kind, flow=flow)
         gm = self.problem.gm
         self.exact_law = gm.n_components == 1
         self.samples = samples
@@ -303,18 +409,20 @@ def shootout(targets, grids, nfes, samplers, samples=SAMPLES, ode_points=ODE_POI
     kinds = {s.label: runner.stochastic(s) for s in samplers}
     for name in targets:
         flow = TARGETS[name][2]
-        for grid in ("flow",) if flow else grids:
+        for grid in FLOW_GRIDS if flow else grids:
             began = time.perf_counter()
             tr = TargetRun(name, grid, samples, ode_points)
             if tr.floor is not None:
                 floors[f"{name}/{grid}"] = tr.floor
             for sampler in samplers:
+                if (sampler.flow_only and not flow) or (flow and sampler.flow_grid not in (None, grid)):
+                    continue
                 stochastic = kinds[sampler.label]
                 for nfe in nfes:
                     error, used, metric, note = None, None, "", ""
                     tic = time.perf_counter()
                     try:
-                        steps = runner.steps_for(sampler, grid, nfe)
+                        steps = runner.steps_for(sampler, (grid, flow), nfe)
                         if steps is None:
                             note = "one step needs more NFE"
                         else:
@@ -424,41 +532,51 @@ def _who_wins(lines, results, floors, nfes, role):
 
 KNOWN_DIFFERENCES = (
     "grids: diffusers' schedulers step on their own grids (Karras or exponential over their discrete training sigmas, "
-    "`use_flow_sigmas` for flow), and ComfyUI's dpm_fast on its own log-SNR steps; fastdiff's `dpmpp_2m`, `dpmpp_3m` "
-    "and `unipc` equal diffusers' DPM++ 2M, 3M and UniPC on one grid (tests/test_diffusers_dpm.py, "
+    "`use_flow_sigmas` for flow, also in the flow targets' logsnr tables), and ComfyUI's dpm_fast on its own log-SNR "
+    "steps between the grid's ends (fastdiff's `dpm_fast` row takes the same ends and equals it); fastdiff's "
+    "`dpmpp_2m`, `dpmpp_3m` and `unipc` equal diffusers' DPM++ 2M, 3M and UniPC on one grid (tests/test_diffusers_dpm.py, "
     "tests/test_dpmpp_3m.py, tests/test_unipc.py), so those wins are the grid's",
-    "flow models: ComfyUI steps in the flow coordinates (x_t, t) with its sampler's sigma = t, fastdiff in "
-    "x = x_t / (1 - t), sigma = t / (1 - t), from t = 1 exactly where ComfyUI first moves to t = 1 - 1e-4. Euler is the "
-    "same method in both; a linear multistep rule extrapolates (x - D) / sigma in sigma here and (x_t - D) / t in t "
-    "there, so ipndm, ipndm_v, deis, lms, UniPC and SA-Solver are different methods on the flow targets (the counts "
-    "below)",
-    "ComfyUI `ipndm`: its step to sigma' = 0 is x' = D; fastdiff's `ipndm` keeps the Adams-Bashforth formula there "
-    "(fastdiff/solvers/ipndm.py), an O(sigma_min) difference",
+    "ComfyUI's KSampler gives `uni_pc`, `uni_pc_bh2`, `dpm_2` and `dpm_2_ancestral` the grid of n + 1 steps without "
+    "its penultimate level, so their lowest level is higher (0.0031 instead of 0.002 on the logsnr grid at 24 steps), "
+    "and `uni_pc` stops at sigma 0.001 instead of stepping to 0; on the same grid with the same stop fastdiff's `unipc` "
+    "(`solver_type` bh2, and the `unipc (bh1)` row for ComfyUI's uni_pc) equals ComfyUI's to 1e-14 "
+    "(tests/test_unipc.py), so ComfyUI's UniPC leads are its grid's: on gauss_8d_b / logsnr at NFE 24 fastdiff's unipc "
+    "on ComfyUI's grid has ComfyUI's error (docs/ALGORITHMS.md section 17)",
+    "flow models, coordinates: ComfyUI steps in the flow coordinates (x_t, t) with its sampler's sigma = t, fastdiff by "
+    "default in x = x_t / (1 - t), sigma = t / (1 - t), from t = 1 exactly. Euler is the same method in both; a linear "
+    "multistep rule extrapolates (x - D) / sigma in sigma there and (x_t - D) / t in t here, so ipndm, ipndm_v, deis, "
+    "lms, UniPC, dpmpp_2m and SA-Solver are different methods on the flow targets. fastdiff runs every deterministic "
+    "solver in ComfyUI's coordinates too (`fastdiff.models.FlowTimeDenoiser`, the `(t)` rows; "
+    "tests/test_flow_time_coordinates.py: equal to ComfyUI's euler, heun, lms, ipndm, deis and dpmpp_2m to 1e-13); "
+    "the counts below say neither coordinate system is better everywhere",
+    "ComfyUI `ipndm`: its step to sigma' = 0 is x' = D; fastdiff's `ipndm` keeps the Adams-Bashforth formula there by "
+    "default and takes ComfyUI's with `denoise_to_zero=True` (the `ipndm (denoise to 0)` rows; tests/test_ipndm.py)",
     "ComfyUI `ipndm_v`: its last order-4 weight is -q h1/h2 (weights summing to 1.076 on uneven grids); fastdiff's "
     "`ipndm_v` uses the consistent -q h2/h3, which converges on flow grids and is 1.6-2.7x behind on Karras grids at "
     "NFE 16-32 (fastdiff/solvers/ipndm_v.py)",
-    "ComfyUI `sa_solver`: its noise window is `percent_to_sigma(0.2 / 0.8)` of the model, on a flow model a different "
-    "sigma window than fastdiff's default `sde_start_sigma` / `sde_end_sigma` (those of an EDM model on [0.002, 80])",
-    "ComfyUI `uni_pc`: runs in float32 and stops at sigma 0.001 without a denoising step; fastdiff's `unipc` is "
-    "diffusers' UniPC (bh2, order 3, lower_order_final)",
+    "ComfyUI `sa_solver`: its noise window is `percent_to_sigma(0.2 / 0.8)` of the model, on the shift-3 flow model "
+    "sigma 0.75 to 12, where fastdiff's default `sde_start_sigma` / `sde_end_sigma` are those of an EDM model on "
+    "[0.002, 80]; the `sa_solver (model window)` rows run fastdiff's with the flow model's window, as fastdiff's ComfyUI "
+    "sampler does",
     "ComfyUI `deis`: coefficients from a 10^4-point rectangle rule with float32 VP constants (up to ~1% off the exact "
-    "tAB weights fastdiff integrates); this does not explain its 20x lead on gauss_1d_flow at NFE 6, which is "
-    "not analysed",
+    "tAB weights fastdiff integrates); on the flow targets its lead is the coordinates' (the `deis (t)` rows)",
 )
 
 
-FLOW_PAIRS = (("euler", "comfy euler"), ("dpmpp_2m", "comfy dpmpp_2m"), ("ipndm", "comfy ipndm"),
-              ("ipndm_v", "comfy ipndm_v"), ("deis", "comfy deis"), ("lms", "comfy lms"), ("unipc", "comfy uni_pc_bh2"))
+FLOW_PAIRS = tuple((ours + suffix, theirs) for ours, theirs in (
+    ("euler", "comfy euler"), ("heun", "comfy heun"), ("dpmpp_2m", "comfy dpmpp_2m"), ("ipndm", "comfy ipndm"),
+    ("ipndm_v", "comfy ipndm_v"), ("deis", "comfy deis"), ("lms", "comfy lms"), ("unipc", "comfy uni_pc_bh2"),
+) for suffix in ("", " (t)"))
 
 
 def _flow_pairs(results) -> list[tuple[str, str, int, int]]:
     """(fastdiff sampler, ComfyUI sampler, cells fastdiff's error is below 99% of ComfyUI's, cells compared) on flow."""
-    errors = {(r.sampler, r.target, r.nfe_asked): r.error for r in results
-              if r.grid == "flow" and r.kind == "ode" and r.error is not None and math.isfinite(r.error)}
+    errors = {(r.sampler, r.target, r.grid, r.nfe_asked): r.error for r in results
+              if TARGETS[r.target][2] and r.kind == "ode" and r.error is not None and math.isfinite(r.error)}
     out = []
     for ours, theirs in FLOW_PAIRS:
-        cells = [(t, n) for s, t, n in errors if s == ours and (theirs, t, n) in errors]
-        won = sum(errors[(ours, t, n)] < 0.99 * errors[(theirs, t, n)] for t, n in cells)
+        cells = [(t, g, n) for s, t, g, n in errors if s == ours and (theirs, t, g, n) in errors]
+        won = sum(errors[(ours, t, g, n)] < 0.99 * errors[(theirs, t, g, n)] for t, g, n in cells)
         out.append((ours, theirs, won, len(cells)))
     return out
 
@@ -480,8 +598,16 @@ def write_report(results, floors, nfes, notes, meta, out_dir: pathlib.Path, plot
         "",
         "Grids: fastdiff and ComfyUI run on the same grid (ComfyUI's flow coordinates take it as t = sigma / (1 + sigma)); "
         "diffusers' schedulers on their own grid of the same kind (`use_karras_sigmas` / `use_exponential_sigmas` over "
-        "training sigmas from 0.002 to 80; flow: `use_flow_sigmas`, `flow_shift=3`). ComfyUI's dpm_fast chooses its own "
-        "log-SNR steps between the grid's ends.",
+        "training sigmas from 0.002 to 80). The flow targets run on three grids: the shift-3 flow grid "
+        "(`get_sigmas(\"flow\", n, shift=3)`), the log-SNR grid from 80 to 0.002 after sigma = inf "
+        "(`get_sigmas(\"logsnr\", n, 0.002, 80, from_infinity=True)`; no constant of it was chosen on a flow target: it "
+        "is the VE grid), and diffusers' flow grid (`use_flow_sigmas`, `flow_shift=3` of DPMSolverMultistepScheduler; "
+        "the diffusers rows of the flow targets run there only, UniPC, DEIS and SA-Solver on their own, nearly equal, "
+        "flow grids). ComfyUI's dpm_fast and fastdiff's `dpm_fast` choose their own log-SNR steps between "
+        "the grid's ends. fastdiff rows beyond the solvers' defaults: `(t)` = the solver in flow-time coordinates "
+        "(`FlowTimeDenoiser`, flow targets), `sa_solver (model window)` = SA-Solver with the flow model's noise window "
+        "(as ComfyUI reads it from the model), and the options that are a peer's convention: "
+        + ", ".join(f"`{label}` = {name} with {options}" for label, (name, options) in OPTION_ROWS.items()) + ".",
         "",
         f"Peers: {len(meta['peers'])} ({', '.join(meta['peers'])}), each with its default options. Left out: "
         + "; ".join(f"ComfyUI `{k}` ({v})" for k, v in COMFY_SKIPPED.items()) + ".",
@@ -604,7 +730,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, default=None)
     ap.add_argument("--report-only", action="store_true", help="rewrite SHOOTOUT.md and the plot from the json")
     ap.add_argument("--merge", action="store_true",
-                    help="run only the selected samplers and replace their rows in the saved json (same targets, NFEs, seeds)")
+                    help="run only the selected samplers and targets and replace those rows in the saved json (same NFEs, seeds)")
     ap.add_argument("--out", type=pathlib.Path, default=None, help="output folder (default bench/; --quick: no files)")
     args = ap.parse_args(argv)
     if args.report_only:
@@ -617,7 +743,7 @@ def main(argv: list[str] | None = None) -> None:
     nfes = tuple(args.nfe or ((8, 16) if args.quick else NFES))
     samples = args.samples or (512 if args.quick else SAMPLES)
     peers, notes = peer_samplers()
-    samplers = select([fastdiff_sampler(n) for n in fastdiff.SOLVERS] + peers, args.samplers)
+    samplers = select(fastdiff_samplers() + peers, args.samplers)
     began = time.perf_counter()
     results, floors = shootout(targets, args.grids, nfes, samplers, samples, 64 if args.quick else ODE_POINTS)
     seconds = time.perf_counter() - began
@@ -638,8 +764,8 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out if args.out is not None else (None if args.quick else HERE)
     if out is not None and args.merge:
         saved = json.loads((out / "results" / "shootout.json").read_text())
-        ran = {s.label for s in samplers}
-        results = [Result(**r) for r in saved["results"] if r["sampler"] not in ran] + results
+        ran = {(s.label, target) for s in samplers for target in targets}
+        results = [Result(**r) for r in saved["results"] if (r["sampler"], r["target"]) not in ran] + results
         floors = saved["floors"] | floors
         for key in ("fastdiff", "peers"):
             meta[key] = saved["meta"][key] + [label for label in meta[key] if label not in saved["meta"][key]]

@@ -57,6 +57,8 @@ class Sampler:
     library: str  # "fastdiff", "ComfyUI" or "diffusers"
     run: Callable  # (problem, x, steps, noise_sampler) -> x0
     takes_noise: bool  # whether run passes noise_sampler on (else the sampler draws none)
+    flow_only: bool = False  # runs on the flow targets only (fastdiff's flow-time coordinates)
+    flow_grid: str | None = None  # on the flow targets, runs on this grid family only (diffusers: its own flow grid)
 
 
 @contextlib.contextmanager
@@ -179,6 +181,16 @@ def _grid_config(kind: str) -> dict:
     return {"trained_betas": _ve_betas(), flag: True}
 
 
+def diffusers_flow_grid(steps: int) -> torch.Tensor:
+    """DPMSolverMultistepScheduler's flow grid in t (`use_flow_sigmas`, `flow_shift=3`), the diffusers grid family of
+    the flow targets; UniPC's starts at 1 - 1e-6 instead of 1 - 3.3e-4, DEIS and SA-Solver end at their last level."""
+    import diffusers
+
+    sch = diffusers.DPMSolverMultistepScheduler(**_grid_config("flow"))
+    sch.set_timesteps(steps)
+    return sch.sigmas.to(F64)
+
+
 def diffusers_sampler(label: str, class_name: str, options: dict) -> Sampler:
     import diffusers
 
@@ -188,7 +200,7 @@ def diffusers_sampler(label: str, class_name: str, options: dict) -> Sampler:
     sa_solver = class_name == "SASolverScheduler"
 
     def run(problem, x, steps, noise_sampler):
-        sch = cls(**_grid_config(problem.kind), **options)
+        sch = cls(**_grid_config("flow" if problem.flow else problem.kind), **options)
         sch.set_timesteps(steps)
         sigmas = sch.sigmas.to(F64)
         flow = problem.flow
@@ -213,7 +225,7 @@ def diffusers_sampler(label: str, class_name: str, options: dict) -> Sampler:
                 x = sch.step(out, t, x, **kwargs).prev_sample
         return x if flow else x * torch.sqrt(1 + sigmas[-1] ** 2)
 
-    return Sampler(label, "diffusers", run, sde or sa_solver)
+    return Sampler(label, "diffusers", run, sde or sa_solver, flow_grid="diffusers")
 
 
 def peer_samplers() -> tuple[list[Sampler], list[str]]:

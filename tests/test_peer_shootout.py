@@ -86,3 +86,38 @@ def test_comparison_picks_the_best_of_each_side(results):
         ratio, who = cmp[nfe]
         assert ratio == pytest.approx(f / p)
         assert who == ("fastdiff euler_ancestral" if f <= p else "diffusers DPM++ 2M SDE")
+
+
+@pytest.fixture(scope="module")
+def flow_results():
+    pytest.importorskip("diffusers", reason="diffusers not installed (make install-test)")
+    comfy, reason = shootout_peers.comfyui()
+    if comfy is None:
+        pytest.skip(reason)
+    sde = "diffusers DPM++ 2M SDE"
+    samplers = [ps.fastdiff_flow_time_sampler("lms", "lms", {}), shootout_peers.comfy_sampler(comfy, "lms"),
+                ps.fastdiff_dpm_fast(), shootout_peers.comfy_sampler(comfy, "dpm_fast"),
+                ps.fastdiff_sampler("dpmpp_2m_sde"), shootout_peers.diffusers_sampler(sde, *shootout_peers.diffusers_specs()[sde])]
+    out, _ = ps.shootout(["gauss_1d_flow"], [], (8,), samplers, samples=64, ode_points=16, log=lambda *a: None)
+    return {(r.sampler, r.grid): r for r in out}
+
+
+def test_flow_targets_run_on_three_grid_families_and_diffusers_on_its_own(flow_results):
+    grids = {}
+    for label, grid in flow_results:
+        grids.setdefault(label, set()).add(grid)
+    assert grids.pop("diffusers DPM++ 2M SDE") == {"diffusers"}
+    assert all(g == set(ps.FLOW_GRIDS) for g in grids.values()), grids
+
+
+def test_flow_time_rows_and_dpm_fast_equal_comfyui_on_every_flow_grid(flow_results):
+    """In ComfyUI's coordinates fastdiff's lms is ComfyUI's, and fastdiff's dpm_fast takes the same grid ends."""
+    for grid in ps.FLOW_GRIDS:
+        for ours, theirs in (("lms (t)", "comfy lms"), ("dpm_fast", "comfy dpm_fast")):
+            a, b = flow_results[(ours, grid)], flow_results[(theirs, grid)]
+            assert a.nfe == b.nfe and a.error == pytest.approx(b.error, rel=1e-8), (grid, ours, a.error, b.error)
+
+
+def test_fastdiff_on_diffusers_flow_grid_is_diffusers(flow_results):
+    ours, theirs = flow_results[("dpmpp_2m_sde", "diffusers")], flow_results[("diffusers DPM++ 2M SDE", "diffusers")]
+    assert ours.nfe == theirs.nfe and ours.error == pytest.approx(theirs.error, rel=1e-6)
