@@ -560,6 +560,13 @@ KNOWN_DIFFERENCES = (
     "sampler does",
     "ComfyUI `deis`: coefficients from a 10^4-point rectangle rule with float32 VP constants (up to ~1% off the exact "
     "tAB weights fastdiff integrates); on the flow targets its lead is the coordinates' (the `deis (t)` rows)",
+    "ComfyUI's log-SNR SDE samplers on a flow model (dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, er_sde, seeds_2, seeds_3, "
+    "sa_solver) first move the grid's t = 1 to `percent_to_sigma(1e-4)` (`offset_first_sigma_for_snr`); fastdiff "
+    "steps from t = 1 exactly. The stochastic leads of comfy sa_solver and dpmpp_3m_sde on flow targets at NFE 4-12 "
+    "come with that difference and with SA-Solver's window; neither is isolated here",
+    "ComfyUI `ddpm` applies its VE step (alpha_cumprod = 1 / (sigma^2 + 1)) to a flow model's (x_t, t) as if t were a "
+    "VE sigma, and `res_multistep_ancestral` its ancestral split there: other stochastic processes than the flow "
+    "model's, not methods fastdiff offers; their leads (mixtures at NFE 4-8, 1.1-2.1x) are not analysed further",
 )
 
 
