@@ -252,7 +252,7 @@ class Block:
 
 
 def check_recommend(ns: dict) -> None:
-    assert tuple(ns["choice"]) == ("srk", "logsnr") and tuple(ns["ode"]) == ("ipndm", "logsnr")
+    assert tuple(ns["choice"]) == ("srk", "logsnr", False) and tuple(ns["ode"]) == ("ipndm", "logsnr", False)
     finite(ns["samples"])
 
 
