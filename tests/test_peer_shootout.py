@@ -23,18 +23,23 @@ from fastdiff.grids import get_sigmas  # noqa: E402
 from fastdiff.sampling import sample_euler_ancestral  # noqa: E402
 
 NFES = (4, 8)
+SDE = "diffusers DPM++ 2M SDE"
 
 
-@pytest.fixture(scope="module")
-def results():
+def peers():
+    """(ComfyUI's modules, diffusers' DPM++ 2M SDE sampler); skips without them."""
     pytest.importorskip("diffusers", reason="diffusers not installed (make install-test)")
     comfy, reason = shootout_peers.comfyui()
     if comfy is None:
         pytest.skip(reason)
-    sde = "diffusers DPM++ 2M SDE"
+    return comfy, shootout_peers.diffusers_sampler(SDE, *shootout_peers.diffusers_specs()[SDE])
+
+
+@pytest.fixture(scope="module")
+def results():
+    comfy, sde = peers()
     samplers = [ps.fastdiff_sampler("euler"), ps.fastdiff_sampler("euler_ancestral"),
-                shootout_peers.comfy_sampler(comfy, "euler"),
-                shootout_peers.diffusers_sampler(sde, *shootout_peers.diffusers_specs()[sde])]
+                shootout_peers.comfy_sampler(comfy, "euler"), sde]
     out, floors = ps.shootout(["gauss_1d"], ["karras"], NFES, samplers, samples=64, ode_points=16, log=lambda *a: None)
     assert floors == {}  # an exact-law target has no Monte Carlo floor
     return {(r.sampler, r.nfe_asked): r for r in out}
@@ -49,7 +54,7 @@ def test_every_run_counts_the_nfe_it_was_asked(results):
 
 def test_kinds_follow_the_samplers_noise(results):
     kinds = {label: r.kind for (label, _), r in results.items()}
-    assert kinds == {"euler": "ode", "comfy euler": "ode", "euler_ancestral": "sde", "diffusers DPM++ 2M SDE": "sde"}
+    assert kinds == {"euler": "ode", "comfy euler": "ode", "euler_ancestral": "sde", SDE: "sde"}
 
 
 def test_exact_law_kl_matches_a_direct_computation(results):
@@ -82,22 +87,18 @@ def test_comparison_picks_the_best_of_each_side(results):
     rows = [r for (label, _), r in results.items() if r.kind == "sde"]
     cmp = ps.comparison(rows, NFES, None)
     for nfe in NFES:
-        f, p = results["euler_ancestral", nfe].error, results["diffusers DPM++ 2M SDE", nfe].error
+        f, p = results["euler_ancestral", nfe].error, results[SDE, nfe].error
         ratio, who = cmp[nfe]
         assert ratio == pytest.approx(f / p)
-        assert who == ("fastdiff euler_ancestral" if f <= p else "diffusers DPM++ 2M SDE")
+        assert who == ("fastdiff euler_ancestral" if f <= p else SDE)
 
 
 @pytest.fixture(scope="module")
 def flow_results():
-    pytest.importorskip("diffusers", reason="diffusers not installed (make install-test)")
-    comfy, reason = shootout_peers.comfyui()
-    if comfy is None:
-        pytest.skip(reason)
-    sde = "diffusers DPM++ 2M SDE"
+    comfy, sde = peers()
     samplers = [ps.fastdiff_flow_time_sampler("lms", "lms", {}), shootout_peers.comfy_sampler(comfy, "lms"),
                 ps.fastdiff_dpm_fast(), shootout_peers.comfy_sampler(comfy, "dpm_fast"),
-                ps.fastdiff_sampler("dpmpp_2m_sde"), shootout_peers.diffusers_sampler(sde, *shootout_peers.diffusers_specs()[sde])]
+                ps.fastdiff_sampler("dpmpp_2m_sde"), sde]
     out, _ = ps.shootout(["gauss_1d_flow"], [], (8,), samplers, samples=64, ode_points=16, log=lambda *a: None)
     return {(r.sampler, r.grid): r for r in out}
 
@@ -106,7 +107,7 @@ def test_flow_targets_run_on_three_grid_families_and_diffusers_on_its_own(flow_r
     grids = {}
     for label, grid in flow_results:
         grids.setdefault(label, set()).add(grid)
-    assert grids.pop("diffusers DPM++ 2M SDE") == {"diffusers"}
+    assert grids.pop(SDE) == {"diffusers"}
     assert all(g == set(ps.FLOW_GRIDS) for g in grids.values()), grids
 
 
@@ -119,5 +120,5 @@ def test_flow_time_rows_and_dpm_fast_equal_comfyui_on_every_flow_grid(flow_resul
 
 
 def test_fastdiff_on_diffusers_flow_grid_is_diffusers(flow_results):
-    ours, theirs = flow_results[("dpmpp_2m_sde", "diffusers")], flow_results[("diffusers DPM++ 2M SDE", "diffusers")]
+    ours, theirs = flow_results[("dpmpp_2m_sde", "diffusers")], flow_results[(SDE, "diffusers")]
     assert ours.nfe == theirs.nfe and ours.error == pytest.approx(theirs.error, rel=1e-6)
