@@ -9,7 +9,8 @@ Targets (float64), "tuning" and "held-out" (no fastdiff choice was made on a hel
   the exact ODE map over a fixed batch of starts (`GaussianMixture.ode_solution` / `flow_ode_solution`).
 - Gaussian mixtures, 2-D with five components (tuning) and 8-D with six unequal full covariances (held out):
   stochastic samplers by the energy distance of SAMPLES outputs to SAMPLES exact draws (`fastdiff.metrics.
-  energy_distance`; its Monte Carlo floor, exact vs exact, is measured and stated); deterministic samplers by the RMSE
+  energy_distance`; its Monte Carlo floor, exact vs exact, is measured and stated), the mean over REPEATS runs with
+  independent starts, noise and exact draws, with its standard error; deterministic samplers by the RMSE
   to the exact ODE map (`flow_ode_solution`, RK4 reference; the VE probability-flow ODE is the same ODE in
   x_t = x / (1 + sigma), t = sigma / (1 + sigma)).
 - Every target again as a rectified-flow model (all held out): the exact velocity, fastdiff through `FlowDenoiser` on
@@ -56,9 +57,9 @@ from shootout_peers import (  # noqa: E402
 )
 
 import fastdiff  # noqa: E402
+from fastdiff.flow_time import flow_t_to_sigma, sigma_to_flow_t  # noqa: E402
 from fastdiff.gaussian_law import exact_output_law, gaussian_kl  # noqa: E402
 from fastdiff.metrics import energy_distance  # noqa: E402
-from fastdiff.flow_time import flow_t_to_sigma, sigma_to_flow_t  # noqa: E402
 from fastdiff.models import FlowDenoiser, FlowTimeDenoiser  # noqa: E402
 from fastdiff.sampling import sample_dpm_fast  # noqa: E402
 from fastdiff.solvers import make_solver  # noqa: E402
@@ -70,6 +71,7 @@ VE_GRIDS = ("karras", "logsnr")
 # the shifted flow grid, the log-SNR grid from 80 to 0.002 after sigma = inf, and diffusers' own flow grid
 FLOW_GRIDS = ("flow", "logsnr", "diffusers")
 SAMPLES = 1024  # Monte Carlo samples per mixture run (energy distance)
+REPEATS = 4  # independent mixture runs per stochastic cell (starts, noise, exact draws): the mean and its standard error
 ODE_POINTS = 128  # starts per ODE run
 RK4_STEPS = 1024  # steps of the mixtures' reference ODE map (flow_ode_solution)
 SEED_START, SEED_NOISE, SEED_EXACT, SEED_ODE = 0, 1, 2, 3
@@ -352,6 +354,7 @@ class Result:
     error: float | None
     note: str = ""
     seconds: float = 0.0
+    stderr: float | None = None  # the standard error of a mean over REPEATS Monte Carlo runs (mixtures, stochastic)
 
 
 class TargetRun:
@@ -359,7 +362,7 @@ class TargetRun:
 
     _ode_refs: dict[tuple[str, bool, int], tuple[torch.Tensor, torch.Tensor]] = {}  # the VE grids share one map
 
-    def __init__(self, name: str, kind: str, samples: int, ode_points: int):
+    def __init__(self, name: str, kind: str, samples: int, ode_points: int, repeats: int = REPEATS):
         make, self.role, flow = TARGETS[name]
         self.name, self.problem = name, Problem(make(), kind, flow=flow)
         gm = self.problem.gm
@@ -371,17 +374,18 @@ class TargetRun:
             self._ode_refs[key] = (x, self.problem.ode_map(x))
         self.ode_x, self.ode_ref = self._ode_refs[key]
         self.floor = None
-        if not self.exact_law:
-            self.mc_x = self.problem.start(samples, torch.Generator().manual_seed(SEED_START))
-            self.exact = gm.sample(samples, torch.Generator().manual_seed(SEED_EXACT))
+        if not self.exact_law:  # repeat k: starts, noise and exact draws from seeds 10 k + SEED_*
+            self.mc_x = [self.problem.start(samples, torch.Generator().manual_seed(10 * k + SEED_START)) for k in range(repeats)]
+            self.exact = [gm.sample(samples, torch.Generator().manual_seed(10 * k + SEED_EXACT)) for k in range(repeats)]
             other = [gm.sample(samples, torch.Generator().manual_seed(SEED_EXACT + 100 + i)) for i in range(3)]
-            self.floor = sum(energy_distance(o, self.exact) for o in other) / len(other)
+            self.floor = sum(energy_distance(o, self.exact[0]) for o in other) / len(other)
 
-    def measure(self, runner: Runner, sampler: Sampler, stochastic: bool, steps: int) -> tuple[float, int, str]:
+    def measure(self, runner: Runner, sampler: Sampler, stochastic: bool, steps: int) -> tuple[float, int, str, float | None]:
+        """(error, counted NFE, metric, standard error of the error or None where it is exact)."""
         p, gm = self.problem, self.problem.gm
         if not stochastic:
             out, nfe = runner.counted_run(sampler, p, self.ode_x, steps, None)
-            return float((out - self.ode_ref).pow(2).sum(1).mean().sqrt()), nfe, "RMSE to the ODE map"
+            return float((out - self.ode_ref).pow(2).sum(1).mean().sqrt()), nfe, "RMSE to the ODE map", None
         if self.exact_law:
             used = []
 
@@ -394,15 +398,21 @@ class TargetRun:
             var = 1.0 if p.flow else SIGMA_MAX**2
             m, S = exact_output_law(fn, gm.mean, gm.covs[0], start, start_mean=torch.zeros(gm.dim),
                                     start_cov=var * torch.eye(gm.dim, dtype=F64))
-            return gaussian_kl(m, S, gm.mean, gm.covs[0]), used[-1], "KL(output || target), exact"
-        noise = _randn_sampler((self.samples, gm.dim), SEED_NOISE)
-        out, nfe = runner.counted_run(sampler, p, self.mc_x, steps, noise)
-        if not bool(torch.isfinite(out).all()):
-            raise FloatingPointError("non-finite samples")
-        return energy_distance(out, self.exact), nfe, "energy distance to exact samples"
+            return gaussian_kl(m, S, gm.mean, gm.covs[0]), used[-1], "KL(output || target), exact", None
+        errors = []
+        for k, (x, exact) in enumerate(zip(self.mc_x, self.exact, strict=True)):
+            noise = _randn_sampler((self.samples, gm.dim), 10 * k + SEED_NOISE)
+            out, nfe = runner.counted_run(sampler, p, x, steps, noise)
+            if not bool(torch.isfinite(out).all()):
+                raise FloatingPointError("non-finite samples")
+            errors.append(energy_distance(out, exact))
+        e = torch.tensor(errors, dtype=F64)
+        stderr = float(e.std() / math.sqrt(len(errors))) if len(errors) > 1 else None
+        return float(e.mean()), nfe, f"energy distance to exact samples, mean of {len(errors)} runs", stderr
 
 
-def shootout(targets, grids, nfes, samplers, samples=SAMPLES, ode_points=ODE_POINTS, log=print) -> tuple[list, dict]:
+def shootout(targets, grids, nfes, samplers, samples=SAMPLES, ode_points=ODE_POINTS, repeats=REPEATS,
+             log=print) -> tuple[list, dict]:
     """Every sampler on every target and grid family at every NFE: the results and the Monte Carlo floors."""
     runner = Runner()
     results, floors = [], {}
@@ -411,7 +421,7 @@ def shootout(targets, grids, nfes, samplers, samples=SAMPLES, ode_points=ODE_POI
         flow = TARGETS[name][2]
         for grid in FLOW_GRIDS if flow else grids:
             began = time.perf_counter()
-            tr = TargetRun(name, grid, samples, ode_points)
+            tr = TargetRun(name, grid, samples, ode_points, repeats)
             if tr.floor is not None:
                 floors[f"{name}/{grid}"] = tr.floor
             for sampler in samplers:
@@ -419,20 +429,20 @@ def shootout(targets, grids, nfes, samplers, samples=SAMPLES, ode_points=ODE_POI
                     continue
                 stochastic = kinds[sampler.label]
                 for nfe in nfes:
-                    error, used, metric, note = None, None, "", ""
+                    error, used, metric, note, stderr = None, None, "", "", None
                     tic = time.perf_counter()
                     try:
                         steps = runner.steps_for(sampler, (grid, flow), nfe)
                         if steps is None:
                             note = "one step needs more NFE"
                         else:
-                            error, used, metric = tr.measure(runner, sampler, stochastic, steps)
+                            error, used, metric, stderr = tr.measure(runner, sampler, stochastic, steps)
                             if not math.isfinite(error):
                                 error, note = None, "non-finite"
                     except Exception as err:  # a peer or solver that cannot run here: recorded, not fatal
                         note = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
                     results.append(Result(name, tr.role, grid, "sde" if stochastic else "ode", sampler.library,
-                                          sampler.label, nfe, used, metric, error, note, time.perf_counter() - tic))
+                                          sampler.label, nfe, used, metric, error, note, time.perf_counter() - tic, stderr))
             log(f"{name:>16} {grid:>7}: {len(samplers)} samplers x {len(nfes)} NFE in {time.perf_counter() - began:.1f} s")
     return results, floors
 
@@ -441,7 +451,7 @@ def shootout(targets, grids, nfes, samplers, samples=SAMPLES, ode_points=ODE_POI
 def _fmt(r: Result) -> str:
     if r.error is None:
         return "n/a" if not r.note else "fail"
-    text = f"{r.error:.2e}"
+    text = f"{r.error:.2e}" + (f" ±{r.stderr:.0e}" if r.stderr is not None else "")
     return text if r.nfe == r.nfe_asked else f"{text} ({r.nfe})"
 
 
@@ -455,6 +465,7 @@ TIE = 0.01  # best errors within 1% of each other: a tie (several samplers are t
 
 def comparison(rows: list[Result], nfes, floor: float | None) -> dict[int, tuple[float | None, str]]:
     """Per NFE: (best fastdiff / best peer, the winner's label; 'tie (MC floor)' when both are below twice the floor,
+    'tie (MC noise)' when Monte Carlo means differ by less than twice the standard error of their difference,
     'tie (within 1%)' when the two best errors differ by less than TIE)."""
     out = {}
     for nfe in nfes:
@@ -465,6 +476,8 @@ def comparison(rows: list[Result], nfes, floor: float | None) -> dict[int, tuple
         ratio = f.error / p.error if p.error > 0 else math.inf
         if floor is not None and f.error < 2 * floor and p.error < 2 * floor:
             out[nfe] = (ratio, "tie (MC floor)")
+        elif f.stderr is not None and p.stderr is not None and abs(f.error - p.error) < 2 * math.hypot(f.stderr, p.stderr):
+            out[nfe] = (ratio, "tie (MC noise)")
         elif abs(ratio - 1) < TIE:
             out[nfe] = (ratio, f"tie (within 1%): {f.sampler} / {p.sampler}")
         else:
@@ -541,7 +554,9 @@ KNOWN_DIFFERENCES = (
     "and `uni_pc` stops at sigma 0.001 instead of stepping to 0; on the same grid with the same stop fastdiff's `unipc` "
     "(`solver_type` bh2, and the `unipc (bh1)` row for ComfyUI's uni_pc) equals ComfyUI's to 1e-14 "
     "(tests/test_unipc.py), so ComfyUI's UniPC leads are its grid's: on gauss_8d_b / logsnr at NFE 24 fastdiff's unipc "
-    "on ComfyUI's grid has ComfyUI's error (docs/ALGORITHMS.md section 17)",
+    "on ComfyUI's grid has ComfyUI's error (docs/ALGORITHMS.md section 17); the same grid gives ComfyUI's "
+    "dpm_2_ancestral its lead on gauss_1d_flow / flow at NFE 64 (KL 1.0e-6 there, 1.6e-3 on the shared grid: the flow "
+    "grid's penultimate level t = 0.0089 is the one dropped)",
     "flow models, coordinates: ComfyUI steps in the flow coordinates (x_t, t) with its sampler's sigma = t, fastdiff by "
     "default in x = x_t / (1 - t), sigma = t / (1 - t), from t = 1 exactly. Euler is the same method in both; a linear "
     "multistep rule extrapolates (x - D) / sigma in sigma there and (x_t - D) / t in t here, so ipndm, ipndm_v, deis, "
@@ -562,12 +577,40 @@ KNOWN_DIFFERENCES = (
     "tAB weights fastdiff integrates); on the flow targets its lead is the coordinates' (the `deis (t)` rows)",
     "ComfyUI's log-SNR SDE samplers on a flow model (dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, er_sde, seeds_2, seeds_3, "
     "sa_solver) first move the grid's t = 1 to `percent_to_sigma(1e-4)` (`offset_first_sigma_for_snr`); fastdiff "
-    "steps from t = 1 exactly. The stochastic leads of comfy sa_solver and dpmpp_3m_sde on flow targets at NFE 4-12 "
-    "come with that difference and with SA-Solver's window; neither is isolated here",
+    "steps from t = 1 exactly. Given that first level, fastdiff's dpmpp_3m_sde and `sa_solver (model window)` equal "
+    "ComfyUI's dpmpp_3m_sde and sa_solver (tests/test_peer_shootout.py), so their leads on flow targets are that "
+    "start's; it helps in some cells and hurts in others (dpmpp_3m_sde on gauss_1d_flow / flow at NFE 4: KL 0.061 "
+    "from t = 1, 0.33 from the offset)",
     "ComfyUI `ddpm` applies its VE step (alpha_cumprod = 1 / (sigma^2 + 1)) to a flow model's (x_t, t) as if t were a "
     "VE sigma, and `res_multistep_ancestral` its ancestral split there: other stochastic processes than the flow "
-    "model's, not methods fastdiff offers; their leads (mixtures at NFE 4-8, 1.1-2.1x) are not analysed further",
+    "model's, which do not converge to the target (below), not methods fastdiff offers; their leads at NFE 4-8 are "
+    "where such a process passes near the target",
 )
+NON_CONVERGENT = ("comfy ddpm", "comfy res_multistep_ancestral")
+
+
+def _growth_with_nfe(results, label: str) -> str:
+    """On the flow targets: how often a sampler's error at the largest NFE exceeds its own smallest error, and its
+    error there over the best fastdiff error at that NFE."""
+    runs: dict[tuple[str, str], dict[int, float]] = {}
+    top = max(r.nfe_asked for r in results)
+    best_fastdiff: dict[tuple[str, str], float] = {}
+    for r in results:
+        if r.error is None or not r.target.endswith("_flow"):
+            continue
+        if r.sampler == label:
+            runs.setdefault((r.target, r.grid), {})[r.nfe_asked] = r.error
+        elif r.library == "fastdiff" and r.nfe_asked == top and r.kind == "sde":
+            key = (r.target, r.grid)
+            best_fastdiff[key] = min(best_fastdiff.get(key, math.inf), r.error)
+    runs = {key: errs for key, errs in runs.items() if top in errs and key in best_fastdiff}
+    if not runs:
+        return f"{label}: not run at NFE {top}"
+    growth = sorted(errs[top] / min(errs.values()) for errs in runs.values())
+    behind = sorted(errs[top] / best_fastdiff[key] for key, errs in runs.items())
+    return (f"{label}: at NFE {top} its error is {behind[len(behind) // 2]:.2g} times the best fastdiff stochastic "
+            f"sampler's (median over {len(runs)} flow (target, grid) runs; {behind[0]:.2g} to {behind[-1]:.2g}), and "
+            f"more than twice its own smallest error over NFE on {sum(g > 2 for g in growth)} of them")
 
 
 FLOW_PAIRS = tuple((ours + suffix, theirs) for ours, theirs in (
@@ -598,7 +641,8 @@ def write_report(results, floors, nfes, notes, meta, out_dir: pathlib.Path, plot
         "",
         "Regenerated by `python bench/peer_shootout.py` (the method is in its docstring). "
         f"{meta['machine']}; torch {meta['torch']}, diffusers {meta['diffusers']}; "
-        f"{meta['samples']} samples per mixture run, {meta['ode_points']} starts per ODE run; "
+        f"{meta['samples']} samples per mixture run, {meta.get('repeats', 1)} runs per stochastic mixture cell, "
+        f"{meta['ode_points']} starts per ODE run; "
         f"run time {meta['seconds']:.0f} s (summed over the runs merged into these tables).",
         "",
         f"fastdiff samplers: {', '.join(meta['fastdiff'])}.",
@@ -625,8 +669,10 @@ def write_report(results, floors, nfes, notes, meta, out_dir: pathlib.Path, plot
           "exact samples for stochastic samplers on mixtures, RMSE to the exact ODE map for deterministic samplers. "
           "A cell with `(k)` ran at its true NFE k (the most steps not exceeding the column's NFE); `n/a`: one step "
           "needs more evaluations; `fail`: the sampler raised or returned non-finite values (the json has the "
-          "message). Ratio = best fastdiff error / best peer error: below 1 (bold) fastdiff wins; `~`: both best "
-          "errors below twice the Monte Carlo floor (a tie); `=`: the two best errors within 1% (a tie; several "
+          "message); `±`: the standard error of a mixture cell's mean over its runs (independent starts, noise and "
+          "exact draws). Ratio = best fastdiff error / best peer error: below 1 (bold) fastdiff wins; `~`: a Monte "
+          "Carlo tie, both best errors below twice the Monte Carlo floor or the two means within twice the standard "
+          "error of their difference; `=`: the two best errors within 1% (a tie; several "
           "samplers are the same method in both libraries, e.g. euler, dpmpp_2m, ipndm, er_sde).", ""]
     L += [f"The mixtures' ODE references are {RK4_STEPS} RK4 steps of `flow_ode_solution` (halving to {RK4_STEPS // 2} "
           "steps moves them by at most 2.2e-10 RMS on these targets, so their error is about 1e-11). The VE start is "
@@ -643,10 +689,12 @@ def write_report(results, floors, nfes, notes, meta, out_dir: pathlib.Path, plot
           "Where a peer's winner is a method fastdiff also has, fastdiff's version equals the peer's on the same grid "
           "and noise (each solver's test against the peer's own code); the differences that remain are these:", ""]
     L += [f"- {why}" for why in KNOWN_DIFFERENCES]
+    L += ["", "Samplers that do not converge on the flow targets:", ""]
+    L += [f"- {_growth_with_nfe(results, label)}" for label in NON_CONVERGENT]
     L += ["", "Same-named methods on the flow targets (deterministic, every NFE): cells where fastdiff's version has "
           "the lower error.", ""]
     L += [f"- {ours} vs {theirs}: {won} of {total}" for ours, theirs, won, total in _flow_pairs(results)]
-    L += ["", "## Who wins where", "", "Counted from the tables below (ties at the Monte Carlo floor left out).", ""]
+    L += ["", "## Who wins where", "", "Counted from the tables below (Monte Carlo ties left out).", ""]
     for role in ("held-out", "tuning"):
         L += [f"{role.capitalize()} targets:", ""]
         _who_wins(L, results, floors, nfes, role)
@@ -752,14 +800,15 @@ def main(argv: list[str] | None = None) -> None:
     peers, notes = peer_samplers()
     samplers = select(fastdiff_samplers() + peers, args.samplers)
     began = time.perf_counter()
-    results, floors = shootout(targets, args.grids, nfes, samplers, samples, 64 if args.quick else ODE_POINTS)
+    repeats = 2 if args.quick else REPEATS
+    results, floors = shootout(targets, args.grids, nfes, samplers, samples, 64 if args.quick else ODE_POINTS, repeats)
     seconds = time.perf_counter() - began
     import diffusers
 
     meta = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__, "diffusers": diffusers.__version__, "samples": samples,
-        "ode_points": 64 if args.quick else ODE_POINTS, "seconds": seconds, "nfes": list(nfes),
+        "ode_points": 64 if args.quick else ODE_POINTS, "repeats": repeats, "seconds": seconds, "nfes": list(nfes),
         "fastdiff": [s.label for s in samplers if s.library == "fastdiff"],
         "peers": [s.label for s in samplers if s.library != "fastdiff"],
     }

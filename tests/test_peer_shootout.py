@@ -122,3 +122,53 @@ def test_flow_time_rows_and_dpm_fast_equal_comfyui_on_every_flow_grid(flow_resul
 def test_fastdiff_on_diffusers_flow_grid_is_diffusers(flow_results):
     ours, theirs = flow_results[("dpmpp_2m_sde", "diffusers")], flow_results[(SDE, "diffusers")]
     assert ours.nfe == theirs.nfe and ours.error == pytest.approx(theirs.error, rel=1e-6)
+
+
+def _result(library, sampler, error, stderr):
+    return ps.Result("t", "held-out", "g", "sde", library, sampler, 8, 8, "m", error, stderr=stderr)
+
+
+def test_monte_carlo_means_within_their_noise_tie():
+    """Two means 1e-3 apart tie when the standard error of their difference is above 5e-4, and not below it."""
+    noisy = [_result("fastdiff", "a", 5e-3, 4e-4), _result("peer", "b", 4e-3, 4e-4)]
+    assert ps.comparison(noisy, (8,), None)[8][1] == "tie (MC noise)"
+    sharp = [_result("fastdiff", "a", 5e-3, 3e-4), _result("peer", "b", 4e-3, 3e-4)]
+    assert ps.comparison(sharp, (8,), None)[8] == (pytest.approx(1.25), "b")
+
+
+def test_mixture_cells_are_means_over_independent_runs():
+    samplers = [ps.fastdiff_sampler("euler"), ps.fastdiff_sampler("euler_ancestral")]
+    out, floors = ps.shootout(["mix_2d"], ["karras"], (4,), samplers, samples=64, ode_points=8, repeats=3,
+                              log=lambda *a: None)
+    by = {r.sampler: r for r in out}
+    assert by["euler"].stderr is None  # an ODE cell is exact
+    sde = by["euler_ancestral"]
+    assert sde.stderr is not None and sde.stderr > 0 and "mean of 3 runs" in sde.metric
+    tr = ps.TargetRun("mix_2d", "karras", 64, 8, repeats=3)
+    assert not torch.equal(tr.mc_x[0], tr.mc_x[1]) and not torch.equal(tr.exact[0], tr.exact[2])
+
+
+def test_comfyui_snr_offset_is_all_that_separates_its_log_snr_sde_samplers():
+    """ComfyUI's dpmpp_3m_sde and sa_solver start a flow model at t = percent_to_sigma(1e-4) (offset_first_sigma_for_snr):
+    fastdiff's solvers given that first level equal them; from t = 1 they differ."""
+    comfy, _ = peers()
+    s = ps.FLOW_SHIFT * (1 - 1e-4)
+    t0 = s / (1 + s - (1 - 1e-4))  # the shift-3 flow time of 1 - 1e-4
+    runner = ps.Runner()
+    pairs = ((ps.fastdiff_sampler("dpmpp_3m_sde"), shootout_peers.comfy_sampler(comfy, "dpmpp_3m_sde")),
+             (ps.fastdiff_sa_solver_model_window("sa_solver"), shootout_peers.comfy_sampler(comfy, "sa_solver")))
+    for grid in ("flow", "logsnr"):
+        tr = ps.TargetRun("gauss_1d_flow", grid, 64, 8)
+        theirs = {c.label: tr.measure(runner, c, True, 4)[0] for _, c in pairs}
+        from_one = {c.label: tr.measure(runner, f, True, 4)[0] for f, c in pairs}
+        plain = tr.problem.grid
+
+        def offset(steps, plain=plain):
+            g = plain(steps).clone()
+            g[0] = t0 / (1 - t0)
+            return g
+
+        tr.problem.grid = offset
+        for ours, peer in pairs:
+            assert tr.measure(runner, ours, True, 4)[0] == pytest.approx(theirs[peer.label], rel=1e-6), (grid, peer.label)
+            assert from_one[peer.label] != pytest.approx(theirs[peer.label], rel=1e-3), (grid, peer.label)

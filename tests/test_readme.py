@@ -253,6 +253,7 @@ class Block:
 
 def check_recommend(ns: dict) -> None:
     assert tuple(ns["choice"]) == ("srk", "logsnr", False) and tuple(ns["ode"]) == ("ipndm", "logsnr", False)
+    assert tuple(ns["fixed"]) == ("er_sde", "flow", False)
     finite(ns["samples"])
 
 
