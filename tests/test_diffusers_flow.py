@@ -167,7 +167,7 @@ def test_scale_noise_and_add_noise_are_the_flow_forward_process():
     assert ours.index_for_timestep(ours.timesteps[4]) == 4
 
 
-@pytest.mark.parametrize("solver", ["dpmpp_2m_sde", "euler_ancestral", "srk"])
+@pytest.mark.parametrize("solver", ["dpmpp_2m_sde", "euler_ancestral", "srk", "er_sde"])
 def test_stochastic_flow_runs_key_each_sample_by_its_own_latent(solver):
     cls = SCHEDULERS[solver]
     x = start_noise(3)
